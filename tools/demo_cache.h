@@ -1,0 +1,31 @@
+/* demo_cache.h - builds one layer's cache through the public API and runs decode
+ * attention for a batch of causal prefixes of it (the prefixes share pages: the
+ * INT2 format is per token, so a prefix of a quantized sequence is itself a
+ * quantized sequence). */
+#ifndef OKV_DEMO_CACHE_H
+#define OKV_DEMO_CACHE_H
+
+#include "oscarkv/oscarkv.h"
+
+typedef struct demo_run {
+    /* inputs */
+    okv_context_t *ctx;
+    const okv_cache_desc_t *desc;
+    int32_t n_tokens;       /* tokens in the cache */
+    int32_t n_queries;      /* prefixes ending at the last n_queries positions */
+    const float *k, *v;     /* [n_tokens, Hkv, d], unrotated */
+    const float *q;         /* [n_queries, Hq, d], unrotated, query b sees n_tokens-n_queries+b+1 keys */
+    const float *k_rot, *v_rot; /* [d, d] */
+    float k_clip, v_clip;
+    int32_t timing_reps;
+    /* outputs */
+    float *out;             /* [n_queries, Hq, d], un-rotated */
+    float *k_hat;           /* [n_tokens, Hkv, d], rotated basis, dequantized */
+    float *q_rot;           /* [n_queries, Hq, d] */
+    double decode_ms;       /* median decode call */
+} demo_run_t;
+
+/* Returns OKV_SUCCESS or the failing status with a message in err. */
+okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap);
+
+#endif
