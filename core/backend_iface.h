@@ -48,8 +48,7 @@ typedef struct okv_backend_ops {
     void (*destroy)(void *state);
     okv_status_t (*alloc)(void *state, size_t bytes, void **native, okv_err_t *err);
     void (*release)(void *state, void *native);
-    okv_status_t (*write)(void *state, void *native, size_t offset, const void *src, size_t bytes,
-                          okv_err_t *err);
+    okv_status_t (*write)(void *state, void *native, size_t offset, const void *src, size_t bytes, okv_err_t *err);
     okv_status_t (*read)(void *state, void *native, size_t offset, void *dst, size_t bytes, okv_err_t *err);
     okv_status_t (*synchronize)(void *state, okv_err_t *err);
 

@@ -27,8 +27,8 @@ static int32_t group_of(const okv_cache_desc_t *d) { return d->group_size ? d->g
 okv_status_t okv_validate_cache_desc(const okv_cache_desc_t *d, okv_err_t *e)
 {
     if (!d) return okv_fail(e, OKV_ERROR_NULL_POINTER, "cache desc is NULL");
-    if (d->size < sizeof *d) return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "cache desc size %zu < %zu", d->size,
-                                             sizeof *d);
+    if (d->size < sizeof *d)
+        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "cache desc size %zu < %zu", d->size, sizeof *d);
     if (d->head_dim != 64 && d->head_dim != 128 && d->head_dim != 256)
         return okv_fail(e, OKV_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim %d (supported: 64, 128, 256)", d->head_dim);
     if (d->n_kv_heads <= 0 || d->n_q_heads <= 0 || d->n_q_heads % d->n_kv_heads != 0)
@@ -88,8 +88,8 @@ OKV_API okv_status_t okv_cache_int2_len_after(const okv_cache_desc_t *d, int32_t
     if (!d || !out) return OKV_ERROR_NULL_POINTER;
     okv_status_t st = okv_validate_cache_desc(d, NULL);
     if (st != OKV_SUCCESS) return st;
-    if (seq_len < 0 || n_new < 0 || int2_len < 0 || int2_len > (seq_len > d->sink_tokens ? seq_len - d->sink_tokens : 0) ||
-        (int64_t)seq_len + n_new > INT32_MAX)
+    if (seq_len < 0 || n_new < 0 || int2_len < 0 ||
+        int2_len > (seq_len > d->sink_tokens ? seq_len - d->sink_tokens : 0) || (int64_t)seq_len + n_new > INT32_MAX)
         return OKV_ERROR_INVALID_ARGUMENT;
     *out = okv_int2_len_after(seq_len, int2_len, n_new, d->sink_tokens, d->recent_tokens, d->flush_interval);
     return OKV_SUCCESS;

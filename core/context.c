@@ -143,8 +143,7 @@ static okv_status_t check_range(okv_context_t *ctx, const okv_buffer_t *buf, siz
 {
     if (!ctx || !buf || (!host && bytes)) return OKV_ERROR_NULL_POINTER;
     ctx->err.msg[0] = '\0';
-    if (buf->ctx != ctx)
-        return okv_fail(&ctx->err, OKV_ERROR_INVALID_ARGUMENT, "buffer belongs to another context");
+    if (buf->ctx != ctx) return okv_fail(&ctx->err, OKV_ERROR_INVALID_ARGUMENT, "buffer belongs to another context");
     if (offset > buf->bytes || bytes > buf->bytes - offset)
         return okv_fail(&ctx->err, OKV_ERROR_BAD_SHAPE, "range [%zu, %zu+%zu) outside a buffer of %zu bytes", offset,
                         offset, bytes, buf->bytes);

@@ -3,11 +3,11 @@
 
 #include <string.h>
 
-#define INIT_PARAMS(type, p)                                                                                        \
-    do {                                                                                                            \
-        if (!(p)) return;                                                                                           \
-        memset((p), 0, sizeof(type));                                                                               \
-        (p)->size = sizeof(type);                                                                                   \
+#define INIT_PARAMS(type, p)                                                                                           \
+    do {                                                                                                               \
+        if (!(p)) return;                                                                                              \
+        memset((p), 0, sizeof(type));                                                                                  \
+        (p)->size = sizeof(type);                                                                                      \
     } while (0)
 
 OKV_API void okv_rotate_params_init(okv_rotate_params_t *p)
@@ -66,20 +66,20 @@ static okv_status_t owned_by(okv_context_t *ctx, const okv_ref_t *refs, size_t n
 
 static okv_status_t view_owned(okv_context_t *ctx, const okv_cache_view_t *c)
 {
-    const okv_ref_t refs[] = {c->int2_pool,    c->bf16_pool,    c->int2_indptr, c->int2_indices,
+    const okv_ref_t refs[] = {c->int2_pool,   c->bf16_pool,    c->int2_indptr, c->int2_indices,
                               c->bf16_indptr, c->bf16_indices, c->seq_lens,    c->int2_lens};
     return owned_by(ctx, refs, sizeof refs / sizeof refs[0]);
 }
 
-#define BEGIN(ctx, p)                                                                                               \
-    if (!(ctx) || !(p)) return OKV_ERROR_NULL_POINTER;                                                              \
-    (ctx)->err.msg[0] = '\0';                                                                                       \
+#define BEGIN(ctx, p)                                                                                                  \
+    if (!(ctx) || !(p)) return OKV_ERROR_NULL_POINTER;                                                                 \
+    (ctx)->err.msg[0] = '\0';                                                                                          \
     okv_status_t st
 
-#define TRY(x)                                                                                                      \
-    do {                                                                                                            \
-        st = (x);                                                                                                   \
-        if (st != OKV_SUCCESS) return st;                                                                           \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        st = (x);                                                                                                      \
+        if (st != OKV_SUCCESS) return st;                                                                              \
     } while (0)
 
 OKV_API okv_status_t okv_rotate(okv_context_t *ctx, const okv_rotate_params_t *p)

@@ -20,10 +20,10 @@ static okv_status_t need(okv_err_t *e, okv_ref_t r, double bytes, const char *n)
     return OKV_SUCCESS;
 }
 
-#define TRY(x)                                                                                                      \
-    do {                                                                                                            \
-        okv_status_t st_ = (x);                                                                                     \
-        if (st_ != OKV_SUCCESS) return st_;                                                                         \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        okv_status_t st_ = (x);                                                                                        \
+        if (st_ != OKV_SUCCESS) return st_;                                                                            \
     } while (0)
 
 static okv_status_t check_ratio(okv_err_t *e, float r, const char *n)
@@ -62,8 +62,8 @@ okv_status_t okv_validate_rotate(const okv_rotate_params_t *p, okv_err_t *e)
     if (!head_dim_ok(p->head_dim)) return okv_fail(e, OKV_ERROR_UNSUPPORTED_HEAD_DIM, "head_dim %d", p->head_dim);
     if (!is_float_dtype(p->x_dtype) || !is_float_dtype(p->out_dtype))
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "x/out dtype must be F32, F16 or BF16");
-    if (p->n_rows < 0 || p->n_heads < 1) return okv_fail(e, OKV_ERROR_BAD_SHAPE, "n_rows %d, n_heads %d", p->n_rows,
-                                                          p->n_heads);
+    if (p->n_rows < 0 || p->n_heads < 1)
+        return okv_fail(e, OKV_ERROR_BAD_SHAPE, "n_rows %d, n_heads %d", p->n_rows, p->n_heads);
     int32_t n_rot = 1;
     if (p->per_head) {
         if (p->head_group < 1 || p->n_heads % p->head_group)
@@ -140,15 +140,16 @@ okv_status_t okv_validate_decode(const okv_decode_params_t *p, int need_workspac
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "q/out dtype must be F32/F16/BF16");
     TRY(check_scale(e, p->sm_scale));
     if (p->max_seq_len < 0 || p->num_splits < 0 || p->num_splits > 4096)
-        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "max_seq_len %d (>= 0), num_splits %d (0..4096)",
-                        p->max_seq_len, p->num_splits);
+        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "max_seq_len %d (>= 0), num_splits %d (0..4096)", p->max_seq_len,
+                        p->num_splits);
     double n = elems(p->cache.batch, d->n_q_heads, d->head_dim);
     TRY(need(e, p->q, n * okv_dtype_size(p->q_dtype), "q"));
     if (need_workspace) {
         TRY(need(e, p->out, n * okv_dtype_size(p->out_dtype), "out"));
         if (p->lse.buffer) TRY(need(e, p->lse, 4.0 * p->cache.batch * d->n_q_heads, "lse"));
         if (p->unrotate_output) TRY(check_rotation(e, p->v_rotation, p->per_head_rotation, d, "v_rotation"));
-        if (p->workspace_bytes && p->workspace.buffer) TRY(need(e, p->workspace, (double)p->workspace_bytes, "workspace"));
+        if (p->workspace_bytes && p->workspace.buffer)
+            TRY(need(e, p->workspace, (double)p->workspace_bytes, "workspace"));
     }
     return OKV_SUCCESS;
 }
@@ -170,7 +171,8 @@ okv_status_t okv_validate_prefill(const okv_prefill_params_t *p, int need_worksp
     TRY(need(e, p->v_new, elems(p->n_rows, d->n_kv_heads, d->head_dim) * sz, "v_new"));
     if (need_workspace) {
         TRY(need(e, p->out, elems(p->n_rows, d->n_q_heads, d->head_dim) * okv_dtype_size(p->out_dtype), "out"));
-        if (p->workspace_bytes && p->workspace.buffer) TRY(need(e, p->workspace, (double)p->workspace_bytes, "workspace"));
+        if (p->workspace_bytes && p->workspace.buffer)
+            TRY(need(e, p->workspace, (double)p->workspace_bytes, "workspace"));
     }
     return OKV_SUCCESS;
 }

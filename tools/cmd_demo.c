@@ -50,12 +50,18 @@ static int parse(int argc, char **argv, opts_t *o)
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
         const char *val = (i + 1 < argc) ? argv[i + 1] : NULL;
-        if (strcmp(a, "--synthetic") == 0) o->synthetic = 1;
-        else if (strcmp(a, "--backend") == 0 && val) o->backend = argv[++i];
-        else if (strcmp(a, "--data") == 0 && val) o->data = argv[++i];
-        else if (strcmp(a, "--layers") == 0 && val) o->layers = atoi(argv[++i]);
-        else if (strcmp(a, "--queries") == 0 && val) o->queries = atoi(argv[++i]);
-        else if (strcmp(a, "--reps") == 0 && val) o->reps = atoi(argv[++i]);
+        if (strcmp(a, "--synthetic") == 0)
+            o->synthetic = 1;
+        else if (strcmp(a, "--backend") == 0 && val)
+            o->backend = argv[++i];
+        else if (strcmp(a, "--data") == 0 && val)
+            o->data = argv[++i];
+        else if (strcmp(a, "--layers") == 0 && val)
+            o->layers = atoi(argv[++i]);
+        else if (strcmp(a, "--queries") == 0 && val)
+            o->queries = atoi(argv[++i]);
+        else if (strcmp(a, "--reps") == 0 && val)
+            o->reps = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: oscarkv demo [--backend NAME] [--data DIR] [--synthetic] [--layers N] "
                             "[--queries M] [--reps R]\n");
@@ -88,7 +94,8 @@ static okv_status_t run_method(okv_context_t *ctx, const demo_data_t *data, cons
     okv_status_t st = OKV_SUCCESS;
     float *eye = calloc((size_t)d * d, sizeof *eye);
     if (!eye) return OKV_ERROR_OUT_OF_MEMORY;
-    for (int32_t i = 0; i < d; ++i) eye[i * d + i] = 1.0f;
+    for (int32_t i = 0; i < d; ++i)
+        eye[i * d + i] = 1.0f;
     memset(res, 0, sizeof *res);
     for (int32_t l = 0; l < data->n_layers && st == OKV_SUCCESS; ++l) {
         const demo_layer_t *L = &data->layers[l];
@@ -190,8 +197,7 @@ int cmd_demo(int argc, char **argv)
     cd.backend = o.backend;
     okv_status_t st = okv_context_create(&cd, &ctx);
     if (st != OKV_SUCCESS) {
-        fprintf(stderr, "demo: no context on backend %s: %s\n", o.backend ? o.backend : "auto",
-                okv_status_string(st));
+        fprintf(stderr, "demo: no context on backend %s: %s\n", o.backend ? o.backend : "auto", okv_status_string(st));
         goto out;
     }
     okv_device_info_t di;
@@ -219,8 +225,8 @@ int cmd_demo(int argc, char **argv)
         if (st != OKV_SUCCESS) goto fail;
     }
 
-    printf("\n%-18s %9s %11s %14s %11s %12s\n", "method", "bits/elem", "mem vs bf16", "attn-out relerr",
-           "attn KL", "decode ms");
+    printf("\n%-18s %9s %11s %14s %11s %12s\n", "method", "bits/elem", "mem vs bf16", "attn-out relerr", "attn KL",
+           "decode ms");
     for (int m = 0; m < N_METHODS; ++m)
         printf("%-18s %9.3f %10.2fx %14.4f %11.5f %12.3f\n", k_methods[m].name, res[m].bpe, 16.0 / res[m].bpe,
                res[m].relerr, res[m].kl, res[m].ms);

@@ -24,9 +24,9 @@ int cmd_devices(int argc, char **argv)
                 printf("        [%d] %s\n", dev, okv_status_string(st));
                 continue;
             }
-            printf("        [%d] %s (%s%s%s) %.1f GiB, %d CUs, simd %d, fp64 %s, fp16 %s, subgroups %s\n", dev,
-                   di.name, di.vendor, di.driver[0] ? ", " : "", di.driver, di.global_mem_bytes / 1073741824.0,
-                   di.compute_units, di.warp_size, di.has_fp64 ? "yes" : "no", di.has_fp16 ? "yes" : "no",
+            printf("        [%d] %s (%s%s%s) %.1f GiB, %d CUs, simd %d, fp64 %s, fp16 %s, subgroups %s\n", dev, di.name,
+                   di.vendor, di.driver[0] ? ", " : "", di.driver, di.global_mem_bytes / 1073741824.0, di.compute_units,
+                   di.warp_size, di.has_fp64 ? "yes" : "no", di.has_fp16 ? "yes" : "no",
                    di.has_subgroups ? "yes" : "no");
         }
         any |= bi.available;

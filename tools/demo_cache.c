@@ -37,13 +37,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-#define TRY(x)                                                                                                      \
-    do {                                                                                                            \
-        st = (x);                                                                                                   \
-        if (st != OKV_SUCCESS) {                                                                                    \
-            snprintf(err, err_cap, "%s: %s (%s)", #x, okv_status_string(st), okv_context_last_error(ctx));          \
-            goto done;                                                                                              \
-        }                                                                                                           \
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        st = (x);                                                                                                      \
+        if (st != OKV_SUCCESS) {                                                                                       \
+            snprintf(err, err_cap, "%s: %s (%s)", #x, okv_status_string(st), okv_context_last_error(ctx));             \
+            goto done;                                                                                                 \
+        }                                                                                                              \
     } while (0)
 
 okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
@@ -78,7 +78,8 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
     view.bf16_pool_pages = bpp;
     if (int2_pages) TRY(mk(ctx, &bs, (size_t)int2_pages * sz.int2_page_bytes, NULL, &view.int2_pool));
     TRY(mk(ctx, &bs, (size_t)bpp * sz.bf16_page_bytes, NULL, &view.bf16_pool));
-    for (int32_t i = 0; i < int2_pages + bpp; ++i) tmp[i] = i < int2_pages ? i : i - int2_pages;
+    for (int32_t i = 0; i < int2_pages + bpp; ++i)
+        tmp[i] = i < int2_pages ? i : i - int2_pages;
     TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(int2_pages ? int2_pages : 1), tmp, &view.int2_indices));
     TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)bpp, tmp + int2_pages, &view.bf16_indices));
     int32_t ip_int2[2] = {0, int2_pages}, ip_bf16[2] = {0, bpp}, zero = 0;
@@ -130,7 +131,8 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
         int32_t a = 0;
         okv_cache_int2_len_after(d, 0, 0, seq[b], &a);
         i2[b] = a;
-        for (int32_t j = 0; j < bpp; ++j) bidx[b * bpp + j] = j; /* shared: decode only reads */
+        for (int32_t j = 0; j < bpp; ++j)
+            bidx[b * bpp + j] = j; /* shared: decode only reads */
     }
     /* every sequence lists the same INT2 and BF16 pages (prefix sharing; decode only reads) */
     int32_t *i2idx = calloc((size_t)M * (int2_pages ? int2_pages : 1), sizeof *i2idx);
@@ -140,7 +142,8 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
         goto done;
     }
     for (int32_t b = 0; b < M; ++b)
-        for (int32_t j = 0; j < int2_pages; ++j) i2idx[b * int2_pages + j] = j;
+        for (int32_t j = 0; j < int2_pages; ++j)
+            i2idx[b * int2_pages + j] = j;
     for (int32_t b = 0; b <= M; ++b) {
         iptr[b] = b * int2_pages;
         bptr[b] = b * bpp;
@@ -199,7 +202,8 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
     TRY(okv_buffer_read(ctx, dp.out.buffer, 0, r->out, q_bytes));
 
 done:
-    for (int i = 0; i < bs.n; ++i) okv_buffer_destroy(bs.b[i]);
+    for (int i = 0; i < bs.n; ++i)
+        okv_buffer_destroy(bs.b[i]);
     free(tmp);
     free(times);
     return st;

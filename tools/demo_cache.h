@@ -11,18 +11,18 @@ typedef struct demo_run {
     /* inputs */
     okv_context_t *ctx;
     const okv_cache_desc_t *desc;
-    int32_t n_tokens;       /* tokens in the cache */
-    int32_t n_queries;      /* prefixes ending at the last n_queries positions */
-    const float *k, *v;     /* [n_tokens, Hkv, d], unrotated */
-    const float *q;         /* [n_queries, Hq, d], unrotated, query b sees n_tokens-n_queries+b+1 keys */
+    int32_t n_tokens;           /* tokens in the cache */
+    int32_t n_queries;          /* prefixes ending at the last n_queries positions */
+    const float *k, *v;         /* [n_tokens, Hkv, d], unrotated */
+    const float *q;             /* [n_queries, Hq, d], unrotated, query b sees n_tokens-n_queries+b+1 keys */
     const float *k_rot, *v_rot; /* [d, d] */
     float k_clip, v_clip;
     int32_t timing_reps;
     /* outputs */
-    float *out;             /* [n_queries, Hq, d], un-rotated */
-    float *k_hat;           /* [n_tokens, Hkv, d], rotated basis, dequantized */
-    float *q_rot;           /* [n_queries, Hq, d] */
-    double decode_ms;       /* median decode call */
+    float *out;       /* [n_queries, Hq, d], un-rotated */
+    float *k_hat;     /* [n_tokens, Hkv, d], rotated basis, dequantized */
+    float *q_rot;     /* [n_queries, Hq, d] */
+    double decode_ms; /* median decode call */
 } demo_run_t;
 
 /* Returns OKV_SUCCESS or the failing status with a message in err. */

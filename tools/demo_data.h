@@ -14,8 +14,8 @@ typedef struct demo_layer {
 
 typedef struct demo_data {
     int32_t n_layers, n_q_heads, n_kv_heads, head_dim;
-    int32_t real;      /* 1: model activations read from disk */
-    char source[512];  /* what the data is, for the report */
+    int32_t real;     /* 1: model activations read from disk */
+    char source[512]; /* what the data is, for the report */
     demo_layer_t *layers;
 } demo_data_t;
 

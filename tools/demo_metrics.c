@@ -12,13 +12,16 @@ static void probs(const demo_shape_t *s, const float *q, const float *k, int32_t
     for (int32_t t = 0; t < n; ++t) {
         const float *kr = k + ((size_t)t * s->hkv + h) * s->d;
         double dot = 0;
-        for (int32_t c = 0; c < s->d; ++c) dot += (double)q[c] * kr[c];
+        for (int32_t c = 0; c < s->d; ++c)
+            dot += (double)q[c] * kr[c];
         p[t] = dot * s->scale;
         if (p[t] > mx) mx = p[t];
     }
     double sum = 0;
-    for (int32_t t = 0; t < n; ++t) sum += (p[t] = exp(p[t] - mx));
-    for (int32_t t = 0; t < n; ++t) p[t] /= sum;
+    for (int32_t t = 0; t < n; ++t)
+        sum += (p[t] = exp(p[t] - mx));
+    for (int32_t t = 0; t < n; ++t)
+        p[t] /= sum;
 }
 
 void demo_attention_ref(const demo_shape_t *s, const float *q, const float *k, const float *v, double *o)
@@ -35,15 +38,15 @@ void demo_attention_ref(const demo_shape_t *s, const float *q, const float *k, c
             memset(out, 0, sizeof(double) * (size_t)s->d);
             for (int32_t t = 0; t < n; ++t) {
                 const float *vr = v + ((size_t)t * s->hkv + h) * s->d;
-                for (int32_t c = 0; c < s->d; ++c) out[c] += p[t] * vr[c];
+                for (int32_t c = 0; c < s->d; ++c)
+                    out[c] += p[t] * vr[c];
             }
         }
     }
     free(p);
 }
 
-double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat,
-                         const float *k_hat)
+double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat, const float *k_hat)
 {
     double *p = malloc(sizeof(double) * (size_t)s->n_tokens), *ph = malloc(sizeof(double) * (size_t)s->n_tokens);
     double total = 0;

@@ -14,8 +14,7 @@ typedef struct demo_shape {
 void demo_attention_ref(const demo_shape_t *s, const float *q, const float *k, const float *v, double *o);
 
 /* Mean KL(p_ref || p_hat) over queries and heads, p from (q, k) and (q_hat, k_hat). */
-double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat,
-                         const float *k_hat);
+double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat, const float *k_hat);
 
 /* ||o_hat - o_ref|| / ||o_ref|| over everything. */
 double demo_rel_err(const double *ref, const float *got, int64_t n);

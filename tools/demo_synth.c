@@ -5,9 +5,9 @@
 #include "demo_data.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdio.h>
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -55,7 +55,8 @@ static int synth_layer(demo_layer_t *L, int32_t n, int32_t hq, int32_t hkv, int3
         kstd[i] = (float)(outlier ? 3.0 : exp(0.5 * rng_normal(s)));
         vstd[i] = (float)(rng_uniform(s) < 0.02 ? 6.0 : exp(0.4 * rng_normal(s)));
     }
-    for (int32_t i = 0; i < hq * d; ++i) qstd[i] = (float)exp(1.2 * rng_normal(s)); /* very uneven channel weight */
+    for (int32_t i = 0; i < hq * d; ++i)
+        qstd[i] = (float)exp(1.2 * rng_normal(s)); /* very uneven channel weight */
     for (int32_t t = 0; t < n; ++t) {
         for (int32_t h = 0; h < hkv; ++h) {
             float *k = L->k + ((size_t)t * hkv + h) * d, *v = L->v + ((size_t)t * hkv + h) * d;
@@ -69,7 +70,8 @@ static int synth_layer(demo_layer_t *L, int32_t n, int32_t hq, int32_t hkv, int3
         for (int32_t h = 0; h < hq; ++h) {
             float *q = L->q + ((size_t)t * hq + h) * d;
             const float *km = kmean + (size_t)(h / (hq / hkv)) * d;
-            for (int32_t c = 0; c < d; ++c) q[c] = 0.05f * km[c] + qstd[h * d + c] * (float)rng_normal(s) * 0.3f;
+            for (int32_t c = 0; c < d; ++c)
+                q[c] = 0.05f * km[c] + qstd[h * d + c] * (float)rng_normal(s) * 0.3f;
             rope(q, d, t);
         }
     }
@@ -88,8 +90,8 @@ int demo_data_synthesize(int32_t n_layers, int32_t n_tokens, int32_t hq, int32_t
     out->n_kv_heads = hkv;
     out->head_dim = d;
     snprintf(out->source, sizeof out->source,
-             "SYNTHETIC activations (outlier key channels, RoPE pairs, GQA %d/%d, d=%d, %d tokens/layer)", hq, hkv,
-             d, n_tokens);
+             "SYNTHETIC activations (outlier key channels, RoPE pairs, GQA %d/%d, d=%d, %d tokens/layer)", hq, hkv, d,
+             n_tokens);
     uint64_t s = seed;
     for (int32_t l = 0; l < n_layers; ++l)
         if (synth_layer(&out->layers[l], n_tokens, hq, hkv, d, &s) != 0) {

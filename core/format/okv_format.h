@@ -68,8 +68,24 @@ typedef unsigned char okv_u8;
 #define OKV_F2U(f) as_uint(f)
 #define OKV_U2F(u) as_float(u)
 #else /* C, and CUDA/HIP host+device: a union cast compiles to a register move */
-OKV_FN okv_u32 okv_f2u_(float f) { union { float f; okv_u32 u; } c; c.f = f; return c.u; }
-OKV_FN float okv_u2f_(okv_u32 u) { union { float f; okv_u32 u; } c; c.u = u; return c.f; }
+OKV_FN okv_u32 okv_f2u_(float f)
+{
+    union {
+        float f;
+        okv_u32 u;
+    } c;
+    c.f = f;
+    return c.u;
+}
+OKV_FN float okv_u2f_(okv_u32 u)
+{
+    union {
+        float f;
+        okv_u32 u;
+    } c;
+    c.u = u;
+    return c.f;
+}
 #define OKV_F2U(f) okv_f2u_(f)
 #define OKV_U2F(u) okv_u2f_(u)
 #endif
@@ -151,26 +167,25 @@ OKV_FN unsigned long okv_align_up(unsigned long x, unsigned long a) { return (x 
 OKV_FN unsigned long okv_int2_page_bytes(int hkv, int p, int d, int g, int meta_dtype)
 {
     unsigned long codes = (unsigned long)hkv * (unsigned long)p * (unsigned long)(d / 4);
-    unsigned long meta = (unsigned long)hkv * (unsigned long)p * (unsigned long)(d / g) * 2ul *
-                         (unsigned long)okv_meta_size(meta_dtype);
+    unsigned long meta =
+        (unsigned long)hkv * (unsigned long)p * (unsigned long)(d / g) * 2ul * (unsigned long)okv_meta_size(meta_dtype);
     return okv_align_up(2ul * codes + 2ul * meta, OKV_PAGE_ALIGN);
 }
 
 /* Byte offset, inside an INT2 page, of the codes of (kv: 0=K 1=V, head, slot). */
 OKV_FN unsigned long okv_int2_codes_offset(int hkv, int p, int d, int kv, int head, int slot)
 {
-    unsigned long row = ((unsigned long)kv * (unsigned long)hkv + (unsigned long)head) * (unsigned long)p +
-                        (unsigned long)slot;
+    unsigned long row =
+        ((unsigned long)kv * (unsigned long)hkv + (unsigned long)head) * (unsigned long)p + (unsigned long)slot;
     return row * (unsigned long)(d / 4);
 }
 
 /* Byte offset, inside an INT2 page, of the metadata pair (scale, lo) of group 0. */
-OKV_FN unsigned long okv_int2_meta_offset(int hkv, int p, int d, int g, int meta_dtype, int kv, int head,
-                                          int slot)
+OKV_FN unsigned long okv_int2_meta_offset(int hkv, int p, int d, int g, int meta_dtype, int kv, int head, int slot)
 {
     unsigned long codes_all = 2ul * (unsigned long)hkv * (unsigned long)p * (unsigned long)(d / 4);
-    unsigned long row = ((unsigned long)kv * (unsigned long)hkv + (unsigned long)head) * (unsigned long)p +
-                        (unsigned long)slot;
+    unsigned long row =
+        ((unsigned long)kv * (unsigned long)hkv + (unsigned long)head) * (unsigned long)p + (unsigned long)slot;
     return codes_all + row * (unsigned long)(d / g) * 2ul * (unsigned long)okv_meta_size(meta_dtype);
 }
 
@@ -181,16 +196,12 @@ OKV_FN unsigned long okv_bf16_page_bytes(int hkv, int p, int d)
 }
 OKV_FN unsigned long okv_bf16_row_elem(int hkv, int p, int d, int kv, int head, int slot)
 {
-    return (((unsigned long)kv * (unsigned long)hkv + (unsigned long)head) * (unsigned long)p +
-            (unsigned long)slot) *
+    return (((unsigned long)kv * (unsigned long)hkv + (unsigned long)head) * (unsigned long)p + (unsigned long)slot) *
            (unsigned long)d;
 }
 
 /* BF16-tier slot of logical position pos (sink or recent ring). */
-OKV_FN int okv_bf16_slot(int pos, int s0, int w, int f)
-{
-    return pos < s0 ? pos : s0 + (pos - s0) % (w + f);
-}
+OKV_FN int okv_bf16_slot(int pos, int s0, int w, int f) { return pos < s0 ? pos : s0 + (pos - s0) % (w + f); }
 OKV_FN int okv_bf16_tier_slots(int s0, int w, int f) { return s0 + w + f; }
 
 /* INT2-tier length after appending n_new tokens to a sequence of length seq_len whose
@@ -258,15 +269,19 @@ OKV_FN float okv_clip_tau_bisect(const float *x, int d, float ratio)
     if (k >= d) return -1.0f;
     if (k < 0) k = 0;
     float hi = 0.0f;
-    for (int i = 0; i < d; ++i) hi = fmax(hi, fabs(x[i]));
+    for (int i = 0; i < d; ++i)
+        hi = fmax(hi, fabs(x[i]));
     float lo = 0.0f;
     int allowed = d - k;
     for (int s = 0; s < OKV_FMT_BISECT_STEPS; ++s) {
         float mid = 0.5f * (lo + hi);
         int cnt = 0;
-        for (int i = 0; i < d; ++i) cnt += fabs(x[i]) > mid;
-        if (cnt > allowed) lo = mid;
-        else hi = mid;
+        for (int i = 0; i < d; ++i)
+            cnt += fabs(x[i]) > mid;
+        if (cnt > allowed)
+            lo = mid;
+        else
+            hi = mid;
     }
     return hi;
 }
@@ -283,9 +298,11 @@ OKV_FN int okv_group_meta(const float *x, int g, int quantizer, int meta_dtype, 
     float scale, lo;
     if (quantizer == OKV_FMT_QUANT_LLOYD_MAX) {
         float mu = 0.0f, var = 0.0f;
-        for (int i = 0; i < g; ++i) mu += x[i];
+        for (int i = 0; i < g; ++i)
+            mu += x[i];
         mu /= (float)g;
-        for (int i = 0; i < g; ++i) var += (x[i] - mu) * (x[i] - mu);
+        for (int i = 0; i < g; ++i)
+            var += (x[i] - mu) * (x[i] - mu);
         float sigma = sqrt(var / (float)g);
         scale = fmax(OKV_FMT_LM_SPACING * sigma, OKV_FMT_MIN_RANGE / 3.0f);
         lo = mu - 1.5f * scale;

@@ -38,22 +38,22 @@ extern "C" {
 /* ------------------------------------------------------------------ status -- */
 typedef enum okv_status {
     OKV_SUCCESS = 0,
-    OKV_ERROR_NULL_POINTER = 1,           /* a required pointer/handle is NULL */
-    OKV_ERROR_INVALID_ARGUMENT = 2,       /* a value out of its documented range */
-    OKV_ERROR_BAD_SHAPE = 3,              /* inconsistent sizes, too-small buffers */
-    OKV_ERROR_UNSUPPORTED_HEAD_DIM = 4,   /* head_dim not in {64, 128, 256} */
-    OKV_ERROR_NONFINITE_INPUT = 5,        /* NaN or Inf in input data */
-    OKV_ERROR_METADATA_OVERFLOW = 6,      /* a scale/offset does not fit the metadata type */
-    OKV_ERROR_OUT_OF_MEMORY = 7,          /* host or device allocation failed */
-    OKV_ERROR_IO = 8,                     /* file could not be opened/read/written */
-    OKV_ERROR_CORRUPT_FILE = 9,           /* rotation / npy file malformed or truncated */
-    OKV_ERROR_BACKEND_UNAVAILABLE = 10,   /* backend not built, runtime or device absent */
-    OKV_ERROR_UNSUPPORTED = 11,           /* valid request this backend cannot do */
-    OKV_ERROR_NOT_CONVERGED = 12,         /* eigensolver did not reach its tolerance */
-    OKV_ERROR_DEVICE = 13,                /* the device runtime reported an error */
-    OKV_ERROR_VERSION_MISMATCH = 14,      /* backend module built for another interface */
-    OKV_ERROR_INSUFFICIENT_DATA = 15,     /* calibration has no (or too few) tokens */
-    OKV_ERROR_INTERNAL = 16,              /* a bug: please report */
+    OKV_ERROR_NULL_POINTER = 1,         /* a required pointer/handle is NULL */
+    OKV_ERROR_INVALID_ARGUMENT = 2,     /* a value out of its documented range */
+    OKV_ERROR_BAD_SHAPE = 3,            /* inconsistent sizes, too-small buffers */
+    OKV_ERROR_UNSUPPORTED_HEAD_DIM = 4, /* head_dim not in {64, 128, 256} */
+    OKV_ERROR_NONFINITE_INPUT = 5,      /* NaN or Inf in input data */
+    OKV_ERROR_METADATA_OVERFLOW = 6,    /* a scale/offset does not fit the metadata type */
+    OKV_ERROR_OUT_OF_MEMORY = 7,        /* host or device allocation failed */
+    OKV_ERROR_IO = 8,                   /* file could not be opened/read/written */
+    OKV_ERROR_CORRUPT_FILE = 9,         /* rotation / npy file malformed or truncated */
+    OKV_ERROR_BACKEND_UNAVAILABLE = 10, /* backend not built, runtime or device absent */
+    OKV_ERROR_UNSUPPORTED = 11,         /* valid request this backend cannot do */
+    OKV_ERROR_NOT_CONVERGED = 12,       /* eigensolver did not reach its tolerance */
+    OKV_ERROR_DEVICE = 13,              /* the device runtime reported an error */
+    OKV_ERROR_VERSION_MISMATCH = 14,    /* backend module built for another interface */
+    OKV_ERROR_INSUFFICIENT_DATA = 15,   /* calibration has no (or too few) tokens */
+    OKV_ERROR_INTERNAL = 16,            /* a bug: please report */
     OKV_STATUS_FORCE_32BIT = 0x7fffffff
 } okv_status_t;
 
@@ -63,8 +63,13 @@ OKV_API const char *okv_status_string(okv_status_t status);
 /* Runtime version; any pointer may be NULL. */
 OKV_API void okv_get_version(int32_t *major, int32_t *minor, int32_t *patch);
 
-typedef enum okv_log_level { OKV_LOG_ERROR = 0, OKV_LOG_WARN = 1, OKV_LOG_INFO = 2, OKV_LOG_DEBUG = 3,
-                             OKV_LOG_FORCE_32BIT = 0x7fffffff } okv_log_level_t;
+typedef enum okv_log_level {
+    OKV_LOG_ERROR = 0,
+    OKV_LOG_WARN = 1,
+    OKV_LOG_INFO = 2,
+    OKV_LOG_DEBUG = 3,
+    OKV_LOG_FORCE_32BIT = 0x7fffffff
+} okv_log_level_t;
 typedef void (*okv_log_fn)(okv_log_level_t level, const char *message, void *user);
 /* Process-wide log sink (NULL: silent, the default). */
 OKV_API void okv_set_log_callback(okv_log_fn fn, void *user);
@@ -98,10 +103,10 @@ typedef enum okv_clip_mode {
 
 typedef struct okv_backend_info {
     size_t size;
-    char name[OKV_NAME_MAX];       /* "cuda", "hip", "opencl", "ref" */
-    int32_t available;             /* 1 when a context can be created */
+    char name[OKV_NAME_MAX]; /* "cuda", "hip", "opencl", "ref" */
+    int32_t available;       /* 1 when a context can be created */
     int32_t device_count;
-    char reason[OKV_REASON_MAX];   /* why unavailable, or a short description */
+    char reason[OKV_REASON_MAX]; /* why unavailable, or a short description */
 } okv_backend_info_t;
 
 typedef struct okv_device_info {
@@ -111,7 +116,7 @@ typedef struct okv_device_info {
     char driver[OKV_NAME_MAX];
     uint64_t global_mem_bytes;
     int32_t compute_units;
-    int32_t warp_size;             /* SIMD width the kernels use (1 for the CPU reference) */
+    int32_t warp_size; /* SIMD width the kernels use (1 for the CPU reference) */
     int32_t has_fp64;
     int32_t has_fp16;
     int32_t has_subgroups;
@@ -166,17 +171,17 @@ typedef struct okv_ref {
 /* ------------------------------------------------------- cache geometry -- */
 typedef struct okv_cache_desc {
     size_t size;
-    int32_t n_q_heads;       /* Hq */
-    int32_t n_kv_heads;      /* Hkv; Hq % Hkv == 0 */
-    int32_t head_dim;        /* 64, 128 or 256 */
-    int32_t group_size;      /* 32, 64, 128 or head_dim (0 = head_dim) */
-    okv_dtype_t meta_dtype;  /* F16 (default), BF16 or F32 */
+    int32_t n_q_heads;      /* Hq */
+    int32_t n_kv_heads;     /* Hkv; Hq % Hkv == 0 */
+    int32_t head_dim;       /* 64, 128 or 256 */
+    int32_t group_size;     /* 32, 64, 128 or head_dim (0 = head_dim) */
+    okv_dtype_t meta_dtype; /* F16 (default), BF16 or F32 */
     okv_quantizer_t quantizer;
     okv_clip_mode_t clip_mode;
-    int32_t sink_tokens;     /* S0, default 64 */
-    int32_t recent_tokens;   /* W, default 256 */
-    int32_t flush_interval;  /* F, default 8 */
-    int32_t page_size;       /* tokens per page (INT2 and BF16), default 16 */
+    int32_t sink_tokens;    /* S0, default 64 */
+    int32_t recent_tokens;  /* W, default 256 */
+    int32_t flush_interval; /* F, default 8 */
+    int32_t page_size;      /* tokens per page (INT2 and BF16), default 16 */
 } okv_cache_desc_t;
 
 OKV_API void okv_cache_desc_init(okv_cache_desc_t *desc);
@@ -184,11 +189,11 @@ OKV_API okv_status_t okv_cache_desc_validate(const okv_cache_desc_t *desc);
 
 typedef struct okv_cache_sizes {
     size_t size;
-    size_t int2_page_bytes;       /* one INT2 page: K and V, all KV heads, page_size tokens */
-    size_t bf16_page_bytes;       /* one BF16 page */
-    int32_t bf16_slots_per_seq;   /* S0 + W + F */
+    size_t int2_page_bytes;     /* one INT2 page: K and V, all KV heads, page_size tokens */
+    size_t bf16_page_bytes;     /* one BF16 page */
+    int32_t bf16_slots_per_seq; /* S0 + W + F */
     int32_t bf16_pages_per_seq;
-    double int2_bytes_per_token;  /* K+V, all KV heads, excluding page padding */
+    double int2_bytes_per_token; /* K+V, all KV heads, excluding page padding */
     double bf16_bytes_per_token;
 } okv_cache_sizes_t;
 OKV_API okv_status_t okv_cache_get_sizes(const okv_cache_desc_t *desc, okv_cache_sizes_t *sizes);
@@ -196,8 +201,7 @@ OKV_API okv_status_t okv_cache_get_sizes(const okv_cache_desc_t *desc, okv_cache
 OKV_API okv_status_t okv_cache_int2_len_after(const okv_cache_desc_t *desc, int32_t seq_len, int32_t int2_len,
                                               int32_t n_new, int32_t *int2_len_after);
 /* INT2 pages a sequence needs for int2_len tokens. */
-OKV_API okv_status_t okv_cache_int2_pages_needed(const okv_cache_desc_t *desc, int32_t int2_len,
-                                                 int32_t *pages);
+OKV_API okv_status_t okv_cache_int2_pages_needed(const okv_cache_desc_t *desc, int32_t int2_len, int32_t *pages);
 /* FlashInfer-style last_page_len for an INT2 tier of int2_len tokens. */
 OKV_API okv_status_t okv_cache_last_page_len(const okv_cache_desc_t *desc, int32_t int2_len, int32_t *len);
 /* Bits per element of a sequence of length seq_len (SPEC section 3). */
@@ -212,14 +216,16 @@ OKV_API okv_status_t okv_cache_bits_per_element(const okv_cache_desc_t *desc, in
 typedef struct okv_cache_view {
     const okv_cache_desc_t *desc;
     int32_t batch;
-    okv_ref_t int2_pool;   int32_t int2_pool_pages;
-    okv_ref_t bf16_pool;   int32_t bf16_pool_pages;
+    okv_ref_t int2_pool;
+    int32_t int2_pool_pages;
+    okv_ref_t bf16_pool;
+    int32_t bf16_pool_pages;
     okv_ref_t int2_indptr; /* [batch + 1] */
     okv_ref_t int2_indices;
     okv_ref_t bf16_indptr; /* [batch + 1] */
     okv_ref_t bf16_indices;
-    okv_ref_t seq_lens;    /* [batch] */
-    okv_ref_t int2_lens;   /* [batch] */
+    okv_ref_t seq_lens;  /* [batch] */
+    okv_ref_t int2_lens; /* [batch] */
 } okv_cache_view_t;
 
 /* --------------------------------------------------------------- operations -- */
@@ -229,8 +235,10 @@ typedef struct okv_cache_view {
  * which case head h uses R[h / head_group] (head_group = Hq/Hkv for queries). */
 typedef struct okv_rotate_params {
     size_t size;
-    okv_ref_t x;        okv_dtype_t x_dtype;
-    okv_ref_t out;      okv_dtype_t out_dtype;
+    okv_ref_t x;
+    okv_dtype_t x_dtype;
+    okv_ref_t out;
+    okv_dtype_t out_dtype;
     okv_ref_t rotation;
     int32_t n_rows, n_heads, head_dim;
     int32_t per_head, head_group;
@@ -250,7 +258,8 @@ OKV_API okv_status_t okv_rotate(okv_context_t *ctx, const okv_rotate_params_t *p
 typedef struct okv_append_params {
     size_t size;
     okv_cache_view_t cache;
-    okv_ref_t k, v;          okv_dtype_t kv_dtype;
+    okv_ref_t k, v;
+    okv_dtype_t kv_dtype;
     okv_ref_t append_indptr; /* int32 [batch + 1], backend memory */
     int32_t n_rows;          /* append_indptr[batch], known on the host */
     okv_ref_t k_rotation, v_rotation;
@@ -278,9 +287,10 @@ OKV_API okv_status_t okv_demote(okv_context_t *ctx, const okv_demote_params_t *p
 typedef struct okv_dequantize_params {
     size_t size;
     okv_cache_view_t cache;
-    okv_ref_t out_indptr;   /* int32 [batch + 1] */
-    int32_t out_rows;       /* rows k_out/v_out hold */
-    okv_ref_t k_out, v_out; okv_dtype_t out_dtype;
+    okv_ref_t out_indptr; /* int32 [batch + 1] */
+    int32_t out_rows;     /* rows k_out/v_out hold */
+    okv_ref_t k_out, v_out;
+    okv_dtype_t out_dtype;
 } okv_dequantize_params_t;
 OKV_API void okv_dequantize_params_init(okv_dequantize_params_t *p);
 OKV_API okv_status_t okv_dequantize(okv_context_t *ctx, const okv_dequantize_params_t *p);
@@ -293,15 +303,19 @@ OKV_API okv_status_t okv_dequantize(okv_context_t *ctx, const okv_dequantize_par
 typedef struct okv_decode_params {
     size_t size;
     okv_cache_view_t cache;
-    okv_ref_t q;            okv_dtype_t q_dtype;
-    okv_ref_t out;          okv_dtype_t out_dtype;
+    okv_ref_t q;
+    okv_dtype_t q_dtype;
+    okv_ref_t out;
+    okv_dtype_t out_dtype;
     okv_ref_t lse;
-    float sm_scale;         /* 0: 1/sqrt(d) */
-    int32_t max_seq_len;    /* host-known upper bound of seq_lens, for planning */
+    float sm_scale;      /* 0: 1/sqrt(d) */
+    int32_t max_seq_len; /* host-known upper bound of seq_lens, for planning */
     int32_t num_splits;
-    okv_ref_t v_rotation;   int32_t per_head_rotation;
+    okv_ref_t v_rotation;
+    int32_t per_head_rotation;
     int32_t unrotate_output;
-    okv_ref_t workspace;    size_t workspace_bytes;
+    okv_ref_t workspace;
+    size_t workspace_bytes;
 } okv_decode_params_t;
 OKV_API void okv_decode_params_init(okv_decode_params_t *p);
 OKV_API okv_status_t okv_decode_workspace_size(okv_context_t *ctx, const okv_decode_params_t *p, size_t *bytes);
@@ -315,16 +329,20 @@ OKV_API okv_status_t okv_decode_attention(okv_context_t *ctx, const okv_decode_p
 typedef struct okv_prefill_params {
     size_t size;
     okv_cache_view_t cache;
-    okv_ref_t q_indptr;     int32_t n_rows;
-    okv_ref_t q;            okv_ref_t k_new, v_new; okv_dtype_t in_dtype;
-    okv_ref_t out;          okv_dtype_t out_dtype;
+    okv_ref_t q_indptr;
+    int32_t n_rows;
+    okv_ref_t q;
+    okv_ref_t k_new, v_new;
+    okv_dtype_t in_dtype;
+    okv_ref_t out;
+    okv_dtype_t out_dtype;
     float sm_scale;
     int32_t max_seq_len;
-    okv_ref_t workspace;    size_t workspace_bytes;
+    okv_ref_t workspace;
+    size_t workspace_bytes;
 } okv_prefill_params_t;
 OKV_API void okv_prefill_params_init(okv_prefill_params_t *p);
-OKV_API okv_status_t okv_prefill_workspace_size(okv_context_t *ctx, const okv_prefill_params_t *p,
-                                                size_t *bytes);
+OKV_API okv_status_t okv_prefill_workspace_size(okv_context_t *ctx, const okv_prefill_params_t *p, size_t *bytes);
 OKV_API okv_status_t okv_prefill_attention(okv_context_t *ctx, const okv_prefill_params_t *p);
 
 /* Second moments: acc[h / head_group] += sum_t w[t, h] x[t, h]^T x[t, h] for x
@@ -332,9 +350,11 @@ OKV_API okv_status_t okv_prefill_attention(okv_context_t *ctx, const okv_prefill
  * [n_heads / head_group, d, d] in acc_dtype (F64 where the device has it, else F32). */
 typedef struct okv_moments_params {
     size_t size;
-    okv_ref_t x;       okv_dtype_t x_dtype;
+    okv_ref_t x;
+    okv_dtype_t x_dtype;
     okv_ref_t weights;
-    okv_ref_t acc;     okv_dtype_t acc_dtype;
+    okv_ref_t acc;
+    okv_dtype_t acc_dtype;
     int32_t n_rows, n_heads, head_dim, head_group;
 } okv_moments_params_t;
 OKV_API void okv_moments_params_init(okv_moments_params_t *p);
@@ -342,11 +362,11 @@ OKV_API okv_status_t okv_moments(okv_context_t *ctx, const okv_moments_params_t 
 
 /* ------------------------------------------------------------ calibration -- */
 typedef enum okv_rotation_method {
-    OKV_ROT_OSCAR = 0,        /* R = U H P from attention-aware targets */
-    OKV_ROT_NONE = 1,         /* identity */
-    OKV_ROT_HADAMARD = 2,     /* H only (QuaRot-style) */
-    OKV_ROT_U_ONLY = 3,       /* eigenvectors of the targets, no Hadamard */
-    OKV_ROT_PLAIN_COV = 4,    /* U H P from K^T K and V^T V */
+    OKV_ROT_OSCAR = 0,     /* R = U H P from attention-aware targets */
+    OKV_ROT_NONE = 1,      /* identity */
+    OKV_ROT_HADAMARD = 2,  /* H only (QuaRot-style) */
+    OKV_ROT_U_ONLY = 3,    /* eigenvectors of the targets, no Hadamard */
+    OKV_ROT_PLAIN_COV = 4, /* U H P from K^T K and V^T V */
     OKV_ROT_FORCE_32BIT = 0x7fffffff
 } okv_rotation_method_t;
 
@@ -366,8 +386,8 @@ typedef struct okv_calib_desc {
     size_t size;
     int32_t n_layers, n_q_heads, n_kv_heads, head_dim;
     okv_value_target_t value_target;
-    int32_t holdout_tokens;  /* per layer, kept for clip fitting (default 256) */
-    uint64_t seed;           /* holdout sampling */
+    int32_t holdout_tokens; /* per layer, kept for clip fitting (default 256) */
+    uint64_t seed;          /* holdout sampling */
 } okv_calib_desc_t;
 
 typedef struct okv_calib_options {
@@ -405,8 +425,8 @@ OKV_API okv_status_t okv_calibrator_tokens(const okv_calibrator_t *cal, int32_t 
 typedef struct okv_layer_rotation {
     size_t size;
     int32_t head_dim;
-    int32_t n_rot;             /* 1 (per layer) or Hkv (per head) */
-    const float *k_rotation;   /* [n_rot, d, d], used as x R */
+    int32_t n_rot;           /* 1 (per layer) or Hkv (per head) */
+    const float *k_rotation; /* [n_rot, d, d], used as x R */
     const float *v_rotation;
     const float *k_eigenvalues; /* [n_rot, d] ascending (NULL for methods without) */
     const float *v_eigenvalues;
@@ -418,11 +438,9 @@ OKV_API okv_status_t okv_rotation_set_create(int32_t n_layers, int32_t head_dim,
 OKV_API void okv_rotation_set_destroy(okv_rotation_set_t *rs);
 OKV_API okv_status_t okv_rotation_set_info(const okv_rotation_set_t *rs, int32_t *n_layers, int32_t *head_dim,
                                            int32_t *n_rot);
-OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, int32_t layer,
-                                                okv_layer_rotation_t *out);
+OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, int32_t layer, okv_layer_rotation_t *out);
 /* Copy one layer in (eigenvalue pointers may be NULL). */
-OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t layer,
-                                                const okv_layer_rotation_t *in);
+OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t layer, const okv_layer_rotation_t *in);
 /* Provenance stored in the file's __metadata__ ("method", "tokens", ...). */
 OKV_API okv_status_t okv_rotation_set_get_meta(const okv_rotation_set_t *rs, const char *key, const char **value);
 OKV_API okv_status_t okv_rotation_set_set_meta(okv_rotation_set_t *rs, const char *key, const char *value);
