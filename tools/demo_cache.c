@@ -1,4 +1,5 @@
 /* demo_cache.c - see demo_cache.h. */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include "demo_cache.h"
 
 #include <stdio.h>

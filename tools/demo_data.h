@@ -3,6 +3,7 @@
 #ifndef OKV_DEMO_DATA_H
 #define OKV_DEMO_DATA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct demo_layer {
@@ -27,6 +28,10 @@ int demo_data_load(const char *dir, int32_t max_layers, demo_data_t *out, char *
  * queries per group, heavy-tailed values. Deterministic in seed. */
 int demo_data_synthesize(int32_t n_layers, int32_t n_tokens, int32_t hq, int32_t hkv, int32_t d, uint64_t seed,
                          demo_data_t *out);
+
+/* One layer's dumps: 0 ok, 1 when dir/layer_{layer} does not exist, -1 on error.
+ * shape receives Hq, Hkv, d. */
+int demo_layer_load(const char *dir, int32_t layer, demo_layer_t *L, int32_t shape[3], char *err, size_t cap);
 
 void demo_data_free(demo_data_t *data);
 
