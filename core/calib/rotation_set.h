@@ -10,7 +10,7 @@
 #define OKV_ROT_MAX_NROT 1024
 #define OKV_ROT_MAX_META 256
 #define OKV_ROT_MAX_META_KEY 256
-#define OKV_ROT_MAX_META_VALUE 65536
+#define OKV_ROT_MAX_META_VALUE (1 << 20)
 /* Loaded rotations must satisfy max |R^T R - I| <= this. */
 #define OKV_ROT_ORTHO_TOL 1e-3
 

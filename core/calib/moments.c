@@ -1,0 +1,139 @@
+/* moments.c - float64 second moments and the two value targets (SPEC 2.1-2.2). */
+#include "calibrator_impl.h"
+
+#include "okv_format.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void okv_sym_accumulate(int d, double *acc, const float *x, int64_t n, int64_t ld)
+{
+    double xd[OKV_FMT_MAX_HEAD_DIM];
+    for (int64_t r = 0; r < n; ++r) {
+        const float *row = x + r * ld;
+        for (int a = 0; a < d; ++a) xd[a] = row[a];
+        for (int a = 0; a < d; ++a) {
+            double xa = xd[a];
+            double *acc_row = acc + (size_t)a * d;
+            for (int b = a; b < d; ++b) acc_row[b] += xa * xd[b];
+        }
+    }
+}
+
+void okv_sym_accumulate_w(int d, double *acc, const double *x, double w)
+{
+    for (int a = 0; a < d; ++a) {
+        double xa = w * x[a];
+        double *acc_row = acc + (size_t)a * d;
+        for (int b = a; b < d; ++b) acc_row[b] += xa * x[b];
+    }
+}
+
+void okv_sym_finish(int d, const double *acc, double s, double *out)
+{
+    for (int a = 0; a < d; ++a)
+        for (int b = a; b < d; ++b) out[(size_t)a * d + b] = out[(size_t)b * d + a] = s * acc[(size_t)a * d + b];
+}
+
+okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const float *q, const float *k,
+                                        const float *v, double *cs)
+{
+    int g = hq / hkv;
+    double *p = malloc(sizeof(double) * (size_t)n);
+    double *kd = malloc(sizeof(double) * (size_t)n * d);
+    double *vd = malloc(sizeof(double) * (size_t)n * d);
+    if (!p || !kd || !vd) {
+        free(p);
+        free(kd);
+        free(vd);
+        return OKV_ERROR_OUT_OF_MEMORY;
+    }
+    double scale = 1.0 / sqrt((double)d);
+    double o[OKV_FMT_MAX_HEAD_DIM], qd[OKV_FMT_MAX_HEAD_DIM];
+    for (int h = 0; h < hkv; ++h) {
+        for (int t = 0; t < n; ++t)
+            for (int c = 0; c < d; ++c) {
+                kd[(size_t)t * d + c] = k[((size_t)t * hkv + h) * d + c];
+                vd[(size_t)t * d + c] = v[((size_t)t * hkv + h) * d + c];
+            }
+        double *acc = cs + (size_t)h * d * d;
+        for (int i = h * g; i < (h + 1) * g; ++i) {
+            for (int t = 0; t < n; ++t) {
+                const float *qr = q + ((size_t)t * hq + i) * d;
+                for (int c = 0; c < d; ++c) qd[c] = qr[c];
+                double mx = -INFINITY;
+                for (int j = 0; j <= t; ++j) {
+                    const double *kr = kd + (size_t)j * d;
+                    double s = 0.0;
+                    for (int c = 0; c < d; ++c) s += qd[c] * kr[c];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                double z = 0.0;
+                for (int j = 0; j <= t; ++j) {
+                    p[j] = exp(p[j] - mx);
+                    z += p[j];
+                }
+                memset(o, 0, sizeof(double) * (size_t)d);
+                for (int j = 0; j <= t; ++j) {
+                    double pj = p[j] / z;
+                    const double *vr = vd + (size_t)j * d;
+                    for (int c = 0; c < d; ++c) o[c] += pj * vr[c];
+                }
+                okv_sym_accumulate_w(d, acc, o, 1.0);
+            }
+        }
+    }
+    free(p);
+    free(kd);
+    free(vd);
+    return OKV_SUCCESS;
+}
+
+static void load_row(const unsigned char *base, okv_dtype_t dt, size_t idx, int d, double *out)
+{
+    if (dt == OKV_DTYPE_F32) {
+        for (int c = 0; c < d; ++c) {
+            float f;
+            memcpy(&f, base + 4 * (idx + (size_t)c), 4);
+            out[c] = f;
+        }
+    } else {
+        for (int c = 0; c < d; ++c) {
+            uint16_t u;
+            memcpy(&u, base + 2 * (idx + (size_t)c), 2);
+            out[c] = dt == OKV_DTYPE_F16 ? okv_f16_to_f32(u) : okv_bf16_to_f32(u);
+        }
+    }
+}
+
+okv_status_t okv_reference_value_target(const calib_chunk_t *chunks, int hkv, int d, int h, const double *cq_full,
+                                        double *cv_full)
+{
+    double *acc = calloc((size_t)d * d, sizeof(double));
+    if (!acc) return OKV_ERROR_OUT_OF_MEMORY;
+    double kr[OKV_FMT_MAX_HEAD_DIM], vr[OKV_FMT_MAX_HEAD_DIM], y[OKV_FMT_MAX_HEAD_DIM];
+    double sum_w = 0.0;
+    for (const calib_chunk_t *c = chunks; c; c = c->next) {
+        for (int t = 0; t < c->n; ++t) {
+            size_t idx = ((size_t)t * hkv + h) * d;
+            load_row(c->k, c->dtype, idx, d, kr);
+            load_row(c->v, c->dtype, idx, d, vr);
+            /* w = k C k^T */
+            for (int a = 0; a < d; ++a) {
+                const double *crow = cq_full + (size_t)a * d;
+                double s = 0.0;
+                for (int b = 0; b < d; ++b) s += crow[b] * kr[b];
+                y[a] = s;
+            }
+            double w = 0.0;
+            for (int a = 0; a < d; ++a) w += kr[a] * y[a];
+            sum_w += w;
+            okv_sym_accumulate_w(d, acc, vr, w);
+        }
+    }
+    okv_sym_finish(d, acc, 1.0 / fmax(sum_w, 1e-12), cv_full);
+    free(acc);
+    return OKV_SUCCESS;
+}
