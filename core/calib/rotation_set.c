@@ -240,7 +240,8 @@ double okv_rot_ortho_error(int d, const float *R)
             for (int k = 0; k < d; ++k) s += (double)R[(size_t)k * d + i] * (double)R[(size_t)k * d + j];
             s -= (i == j) ? 1.0 : 0.0;
             double a = fabs(s);
-            if (!(a <= worst)) worst = a; /* NaN propagates */
+            if (a != a) return INFINITY; /* NaN/Inf input */
+            if (a > worst) worst = a;
         }
     }
     return worst;
