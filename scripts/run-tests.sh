@@ -22,7 +22,7 @@ zero_check build/ctest.log
 echo "== ASan + UBSan build of the CPU parts"
 ./scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug -DOKV_SANITIZE=ON -DOKV_WITH_CUDA=OFF -DOKV_WITH_HIP=OFF
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-ctest --test-dir build-asan --output-on-failure --no-tests=error -j2 -LE "opencl|gpu" 2>&1 | tee build-asan/ctest.log
+ctest --test-dir build-asan --output-on-failure --no-tests=error -j2 -LE "opencl|gpu|python" 2>&1 | tee build-asan/ctest.log
 zero_check build-asan/ctest.log
 
 echo "== clang-format"

@@ -6,7 +6,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 pkgs=(build-essential cmake ninja-build pkg-config check clang clang-format
       pocl-opencl-icd ocl-icd-opencl-dev opencl-headers clinfo libclblast-dev
-      hipcc libamdhip64-dev rocm-device-libs rocminfo python3)
+      hipcc libamdhip64-dev rocm-device-libs rocminfo python3 python3-numpy)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,121 @@
+"""Python bindings over the ref backend: calibration, INT2 round trip, decode, errors.
+
+Run by ctest (tests/python/CMakeLists.txt) with OKV_LIBRARY pointing at the build.
+Exits non-zero on the first failed check and prints how many checks ran."""
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+import oscarkv as okv  # noqa: E402
+
+CHECKS = []
+
+
+def check(name):
+    def wrap(fn):
+        CHECKS.append((name, fn))
+        return fn
+    return wrap
+
+
+def sample(rng, n=400, hq=8, hkv=2, d=64):
+    q = rng.standard_normal((n, hq, d)).astype(np.float32)
+    k = rng.standard_normal((n, hkv, d)).astype(np.float32)
+    k[:, :, 3] += 12.0  # an outlier channel
+    v = rng.standard_normal((n, hkv, d)).astype(np.float32)
+    return q, k, v
+
+
+def attention(q, k, v):
+    g = q.shape[0] // k.shape[1]
+    kk, vv = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
+    s = np.einsum("hd,nhd->hn", q.astype(np.float64), kk) / math.sqrt(q.shape[1])
+    p = np.exp(s - s.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    return np.einsum("hn,nhd->hd", p, vv)
+
+
+@check("calibrated rotations are orthogonal and survive a file round trip")
+def _(rng, ctx):
+    q, k, v = sample(rng)
+    rs = okv.calibrate([(q, k, v)], method="oscar")
+    lay = rs.layer(0)
+    for key in ("k_rotation", "v_rotation"):
+        r = lay[key][0].astype(np.float64)
+        assert np.abs(r @ r.T - np.eye(r.shape[0])).max() < 1e-5, key
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "rot.safetensors")
+        rs.save(path)
+        back = okv.RotationSet.load(path).layer(0)
+        assert np.array_equal(back["k_rotation"], lay["k_rotation"])
+        assert back["v_clip"] == lay["v_clip"]
+
+
+@check("INT2 round trip error: OSCAR below no-rotation on outlier keys")
+def _(rng, ctx):
+    q, k, v = sample(rng)
+    errs = {}
+    for method in ("none", "oscar"):
+        lay = okv.calibrate([(q, k, v)], method=method).layer(0)
+        k_hat, _ = okv.quantize_kv(ctx, k, v, lay)
+        kr = k @ lay["k_rotation"][0]
+        # the error that matters for keys: logits q k^T
+        qr = q[:, ::4] @ lay["k_rotation"][0]
+        errs[method] = np.linalg.norm(np.einsum("nhd,mhd->hnm", qr, k_hat - kr)) / np.linalg.norm(
+            np.einsum("nhd,mhd->hnm", qr, kr))
+    assert errs["oscar"] < errs["none"], errs
+
+
+@check("decode through the library matches float64 attention (all BF16 window)")
+def _(rng, ctx):
+    q, k, v = sample(rng, n=200)
+    lay = okv.calibrate([(q, k, v)], method="oscar").layer(0)
+    out = okv.decode(ctx, q[-1] @ lay["k_rotation"][0], k, v, lay, n_q_heads=q.shape[1])
+    ref = attention(q[-1], k, v)
+    rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
+    assert rel < 2e-2, rel  # bf16 storage of K/V
+
+
+@check("errors raise OkvError with the status name")
+def _(rng, ctx):
+    try:
+        okv.cache_desc(8, 3, 64)
+    except okv.OkvError as e:
+        assert e.name == "OKV_ERROR_BAD_SHAPE", e.name
+    else:
+        raise AssertionError("Hq % Hkv != 0 accepted")
+    try:
+        okv.Context("no-such-backend")
+    except okv.OkvError as e:
+        assert e.name == "OKV_ERROR_INVALID_ARGUMENT", e.name
+    else:
+        raise AssertionError("unknown backend accepted")
+    try:
+        okv.RotationSet.load("/nonexistent/rot.safetensors")
+    except okv.OkvError as e:
+        assert e.name == "OKV_ERROR_IO", e.name
+    else:
+        raise AssertionError("missing file loaded")
+
+
+def main():
+    rng = np.random.default_rng(1234)
+    ctx = okv.Context("ref")
+    failed = 0
+    for name, fn in CHECKS:
+        try:
+            fn(rng, ctx)
+            print(f"PASS {name}")
+        except Exception as e:  # report every failing check
+            failed += 1
+            print(f"FAIL {name}: {e!r}")
+    print(f"{len(CHECKS)} checks, {failed} failed")
+    return 1 if failed or not CHECKS else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
