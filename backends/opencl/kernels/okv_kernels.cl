@@ -1,0 +1,626 @@
+/*
+ * okv_kernels.cl - OpenCL C 1.2 kernels of the oscarkv OpenCL backend.
+ *
+ * The host prepends core/format/okv_format.h (verbatim) to this text and builds it
+ * with -cl-std=CL1.2 and -D defines describing one cache geometry:
+ *   OKV_D head_dim, OKV_GS group size, OKV_META metadata dtype, OKV_QUANT quantizer,
+ *   OKV_CLIP clip mode, OKV_P page size, OKV_HKV KV heads, OKV_GQA query heads per KV
+ *   head, OKV_S0 / OKV_W / OKV_F sink, recent window, flush interval, OKV_CH tokens per
+ *   attention chunk (<= OKV_D), OKV_HAS_FP64 (device has cl_khr_fp64).
+ * Generic OpenCL C 1.2 only: no sub-groups, no half arithmetic (fp16/bf16 are converted
+ * with the shared format helpers, bit-identical to the C reference).
+ *
+ * Every buffer argument is a (__global uchar *base, ulong byte_offset) pair: the host
+ * passes the caller's cl_mem and the okv_ref_t offset (no sub-buffers).
+ */
+
+#ifndef OKV_D
+#define OKV_D 128
+#endif
+#ifndef OKV_GS
+#define OKV_GS OKV_D
+#endif
+#ifndef OKV_META
+#define OKV_META OKV_FMT_META_F16
+#endif
+#ifndef OKV_QUANT
+#define OKV_QUANT OKV_FMT_QUANT_UNIFORM
+#endif
+#ifndef OKV_CLIP
+#define OKV_CLIP OKV_FMT_CLIP_SORT
+#endif
+#ifndef OKV_P
+#define OKV_P 16
+#endif
+#ifndef OKV_HKV
+#define OKV_HKV 1
+#endif
+#ifndef OKV_GQA
+#define OKV_GQA 1
+#endif
+#ifndef OKV_S0
+#define OKV_S0 64
+#endif
+#ifndef OKV_W
+#define OKV_W 256
+#endif
+#ifndef OKV_F
+#define OKV_F 8
+#endif
+#ifndef OKV_CH
+#define OKV_CH OKV_D
+#endif
+#ifndef OKV_HAS_FP64
+#define OKV_HAS_FP64 0
+#endif
+
+#if OKV_HAS_FP64
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+
+#define OKV_HQ (OKV_HKV * OKV_GQA)
+#define OKV_NG (OKV_D / OKV_GS)
+#define OKV_Q4 (OKV_D / 4)
+#define OKV_MSZ (OKV_META == OKV_FMT_META_F32 ? 4 : 2)
+#define OKV_I2_PAGE (okv_int2_page_bytes(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META))
+#define OKV_BF_PAGE_ELEMS ((ulong)2 * (ulong)OKV_HKV * (ulong)OKV_P * (ulong)OKV_D)
+/* distance from a K row to the V row of the same (head, slot) */
+#define OKV_I2_VCODES ((ulong)OKV_HKV * (ulong)OKV_P * (ulong)OKV_Q4)
+#define OKV_I2_VMETA ((ulong)OKV_HKV * (ulong)OKV_P * (ulong)OKV_NG * 2ul * (ulong)OKV_MSZ)
+#define OKV_BF_VROW ((ulong)OKV_HKV * (ulong)OKV_P * (ulong)OKV_D)
+
+/* error flags (host reads them back after ops that can fail on data) */
+#define OKV_FLAG_META_OVERFLOW 1
+#define OKV_FLAG_NONFINITE 2
+#define OKV_FLAG_BAD_INDEX 4
+
+#define OKV_G(b, o) ((b) + (o))
+#define OKV_I32(b, o) ((__global const int *)((b) + (o)))
+
+/* ------------------------------------------------------------ loads/stores -- */
+OKV_FN float okv_ld(__global const uchar *p, ulong i, int dt)
+{
+    if (dt == 0) return ((__global const float *)p)[i];
+    if (dt == 1) return okv_f16_to_f32(((__global const ushort *)p)[i]);
+#if OKV_HAS_FP64
+    if (dt == 3) return (float)((__global const double *)p)[i];
+#endif
+    return okv_bf16_to_f32(((__global const ushort *)p)[i]);
+}
+
+OKV_FN void okv_st(__global uchar *p, ulong i, int dt, float v)
+{
+    if (dt == 0) ((__global float *)p)[i] = v;
+    else if (dt == 1) ((__global ushort *)p)[i] = okv_f32_to_f16(v);
+#if OKV_HAS_FP64
+    else if (dt == 3) ((__global double *)p)[i] = (double)v;
+#endif
+    else ((__global ushort *)p)[i] = okv_f32_to_bf16(v);
+}
+
+OKV_FN float okv_ld_meta(__global const uchar *p, int i)
+{
+#if OKV_META == OKV_FMT_META_F32
+    return ((__global const float *)p)[i];
+#elif OKV_META == OKV_FMT_META_BF16
+    return okv_bf16_to_f32(((__global const ushort *)p)[i]);
+#else
+    return okv_f16_to_f32(((__global const ushort *)p)[i]);
+#endif
+}
+
+OKV_FN void okv_st_meta(__global uchar *p, int i, float v)
+{
+#if OKV_META == OKV_FMT_META_F32
+    ((__global float *)p)[i] = v;
+#elif OKV_META == OKV_FMT_META_BF16
+    ((__global ushort *)p)[i] = okv_f32_to_bf16(v);
+#else
+    ((__global ushort *)p)[i] = okv_f32_to_f16(v);
+#endif
+}
+
+/* Sequence owning row r of a CSR indptr[batch + 1] (largest b with indptr[b] <= r). */
+OKV_FN int okv_find_seq(__global const int *indptr, int batch, int r)
+{
+    int lo = 0, hi = batch;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) >> 1;
+        if (indptr[mid] <= r) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* ----------------------------------------------------------- cache access -- */
+/* The cache view: 8 (buffer, offset) pairs, in this order everywhere. */
+#define OKV_CACHE_ARGS                                                                                     \
+    __global const uchar *seql_b, ulong seql_o, __global const uchar *i2l_b, ulong i2l_o,                  \
+        __global const uchar *i2p_b, ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o,                \
+        __global const uchar *bfp_b, ulong bfp_o, __global const uchar *bfx_b, ulong bfx_o,                \
+        __global uchar *i2pool_b, ulong i2pool_o, __global uchar *bfpool_b, ulong bfpool_o
+/* Same, with writable lengths (append, demote). */
+#define OKV_CACHE_ARGS_RW                                                                                  \
+    __global uchar *seql_b, ulong seql_o, __global uchar *i2l_b, ulong i2l_o, __global const uchar *i2p_b, \
+        ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o, __global const uchar *bfp_b, ulong bfp_o,   \
+        __global const uchar *bfx_b, ulong bfx_o, __global uchar *i2pool_b, ulong i2pool_o,                \
+        __global uchar *bfpool_b, ulong bfpool_o
+
+#define OKV_SEQ_LEN(b) (((__global const int *)(seql_b + seql_o))[b])
+#define OKV_INT2_LEN(b) (((__global const int *)(i2l_b + i2l_o))[b])
+
+/* Byte offset (inside the INT2 pool) of the page holding INT2 index i of sequence b. */
+OKV_FN ulong okv_i2_page(__global const uchar *i2p_b, ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o,
+                         int b, int i)
+{
+    int first = OKV_I32(i2p_b, i2p_o)[b];
+    int pg = OKV_I32(i2x_b, i2x_o)[first + i / OKV_P];
+    return (ulong)pg * (ulong)OKV_I2_PAGE;
+}
+
+/* Element offset (inside the BF16 pool, as ushort) of the K row of position pos. */
+OKV_FN ulong okv_bf_row(__global const uchar *bfp_b, ulong bfp_o, __global const uchar *bfx_b, ulong bfx_o, int b,
+                        int pos, int head)
+{
+    int slot = okv_bf16_slot(pos, OKV_S0, OKV_W, OKV_F);
+    int first = OKV_I32(bfp_b, bfp_o)[b];
+    int pg = OKV_I32(bfx_b, bfx_o)[first + slot / OKV_P];
+    return (ulong)pg * OKV_BF_PAGE_ELEMS + okv_bf16_row_elem(OKV_HKV, OKV_P, OKV_D, 0, head, slot % OKV_P);
+}
+
+/* Clip, quantize and pack one rotated row x (private, modified) into INT2 slot
+ * (page_base, slot) for (kv, head). Returns 0, or an OKV_FLAG_* without writing. */
+OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong page_base, int kv, int head, int slot)
+{
+    for (int c = 0; c < OKV_D; ++c)
+        if (isinf(x[c]) || isnan(x[c])) return OKV_FLAG_NONFINITE;
+    float tau = okv_clip_tau(x, OKV_D, ratio, OKV_CLIP);
+    if (tau >= 0.0f)
+        for (int c = 0; c < OKV_D; ++c) x[c] = fmin(fmax(x[c], -tau), tau);
+    float sc[OKV_NG], lo[OKV_NG];
+    for (int g = 0; g < OKV_NG; ++g)
+        if (!okv_group_meta(x + g * OKV_GS, OKV_GS, OKV_QUANT, OKV_META, &sc[g], &lo[g])) return OKV_FLAG_META_OVERFLOW;
+    __global uchar *codes = pool + page_base + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, kv, head, slot);
+    __global uchar *meta = pool + page_base + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, kv, head, slot);
+    for (int g = 0; g < OKV_NG; ++g) {
+        okv_st_meta(meta, 2 * g, sc[g]);
+        okv_st_meta(meta, 2 * g + 1, lo[g]);
+    }
+    for (int i = 0; i < OKV_Q4; ++i) {
+        int c0 = okv_group_code(x[i], sc[i / OKV_GS], lo[i / OKV_GS], OKV_QUANT);
+        int c1 = okv_group_code(x[i + OKV_Q4], sc[(i + OKV_Q4) / OKV_GS], lo[(i + OKV_Q4) / OKV_GS], OKV_QUANT);
+        int c2 = okv_group_code(x[i + 2 * OKV_Q4], sc[(i + 2 * OKV_Q4) / OKV_GS], lo[(i + 2 * OKV_Q4) / OKV_GS],
+                                OKV_QUANT);
+        int c3 = okv_group_code(x[i + 3 * OKV_Q4], sc[(i + 3 * OKV_Q4) / OKV_GS], lo[(i + 3 * OKV_Q4) / OKV_GS],
+                                OKV_QUANT);
+        codes[i] = okv_pack4(c0, c1, c2, c3);
+    }
+    return 0;
+}
+
+/* Dequantized channel c of the INT2 row at (page_base, kv, head, slot). */
+OKV_FN float okv_i2_value(__global const uchar *pool, ulong page_base, int kv, int head, int slot, int c)
+{
+    __global const uchar *codes = pool + page_base + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, kv, head, slot);
+    __global const uchar *meta =
+        pool + page_base + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, kv, head, slot);
+    int g = c / OKV_GS;
+    int code = okv_unpack_code(codes[c % OKV_Q4], c / OKV_Q4);
+    return okv_dequant(code, okv_ld_meta(meta, 2 * g), okv_ld_meta(meta, 2 * g + 1));
+}
+
+/* INT2 length of sequence b after this op: mode 0 = demote n (op demote), mode 1 =
+ * append n_new rows (flush rule). */
+OKV_FN int okv_target_int2(int mode, int t, int n2, int n)
+{
+    if (mode == 1) return okv_int2_len_after(t, n2, n, OKV_S0, OKV_W, OKV_F);
+    int recent = t > OKV_S0 ? t - OKV_S0 - n2 : 0;
+    if (recent < 0) recent = 0;
+    return n2 + (n < recent ? n : recent);
+}
+
+/* ------------------------------------------------------------------ demote -- */
+/* Grid (max_rows, HKV, batch * 2). Row k of sequence b (kv = gid2 & 1) is the k-th
+ * oldest recent row: position S0 + int2_len + k, moved from the BF16 ring to INT2
+ * when it lies below the new INT2 end (and, for append, below the old seq_len).
+ * mode 0: n = rows to demote; mode 1: n rows are being appended (append_indptr). */
+__kernel void okv_demote(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global const uchar *aip_b, ulong aip_o,
+                         float k_ratio, float v_ratio, __global int *flags)
+{
+    int k = (int)get_global_id(0);
+    int head = (int)get_global_id(1);
+    int b = (int)get_global_id(2) >> 1;
+    int kv = (int)get_global_id(2) & 1;
+    if (b >= batch) return;
+    int t = OKV_SEQ_LEN(b), n2 = OKV_INT2_LEN(b);
+    int nn = mode == 1 ? OKV_I32(aip_b, aip_o)[b + 1] - OKV_I32(aip_b, aip_o)[b] : n;
+    int n2new = okv_target_int2(mode, t, n2, nn);
+    int pos = OKV_S0 + n2 + k;
+    if (pos >= OKV_S0 + n2new || pos >= t) return;
+    __global const ushort *bf = (__global const ushort *)(bfpool_b + bfpool_o);
+    ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
+    float x[OKV_D];
+    for (int c = 0; c < OKV_D; ++c) x[c] = okv_bf16_to_f32(bf[row + c]);
+    int i = pos - OKV_S0;
+    ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
+    int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P);
+    if (f) atomic_or(flags, f);
+}
+
+/* Grid (batch): write the new lengths (after okv_demote / okv_append_rows ran). */
+__kernel void okv_update_lens(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global const uchar *aip_b, ulong aip_o)
+{
+    int b = (int)get_global_id(0);
+    if (b >= batch) return;
+    __global int *sl = (__global int *)(seql_b + seql_o);
+    __global int *il = (__global int *)(i2l_b + i2l_o);
+    int t = sl[b], n2 = il[b];
+    int nn = mode == 1 ? OKV_I32(aip_b, aip_o)[b + 1] - OKV_I32(aip_b, aip_o)[b] : n;
+    il[b] = okv_target_int2(mode, t, n2, nn);
+    if (mode == 1) sl[b] = t + nn;
+}
+
+/* ------------------------------------------------------------------ append -- */
+/* Grid (n_rows, HKV, 2). Row r (sequence b, j-th new row) lands at position
+ * seq_len + j: sink -> BF16, below the new INT2 end -> quantized into INT2, else the
+ * BF16 recent ring. prerot: rows were already rotated into f32 (kr/vr [n, HKV, D]). */
+__kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar *aip_b, ulong aip_o,
+                              __global const uchar *k_b, ulong k_o, __global const uchar *v_b, ulong v_o, int kv_dt,
+                              __global const uchar *rk_b, ulong rk_o, __global const uchar *rv_b, ulong rv_o,
+                              int per_head, int prerot, float k_ratio, float v_ratio, __global int *flags)
+{
+    int r = (int)get_global_id(0);
+    int head = (int)get_global_id(1);
+    int kv = (int)get_global_id(2);
+    __global const int *aip = OKV_I32(aip_b, aip_o);
+    if (r >= aip[batch]) return;
+    int b = okv_find_seq(aip, batch, r);
+    int j = r - aip[b];
+    int nn = aip[b + 1] - aip[b];
+    int t = OKV_SEQ_LEN(b), n2 = OKV_INT2_LEN(b);
+    int n2new = okv_int2_len_after(t, n2, nn, OKV_S0, OKV_W, OKV_F);
+    int pos = t + j;
+    ulong rowe = ((ulong)r * OKV_HKV + (ulong)head) * OKV_D;
+    float x[OKV_D];
+    if (prerot) {
+        __global const float *src = (__global const float *)(kv ? v_b + v_o : k_b + k_o);
+        for (int c = 0; c < OKV_D; ++c) x[c] = src[rowe + c];
+    } else {
+        __global const uchar *src = kv ? v_b + v_o : k_b + k_o;
+        __global const float *R = (__global const float *)(kv ? rv_b + rv_o : rk_b + rk_o);
+        if (per_head) R += (ulong)head * OKV_D * OKV_D;
+        float in[OKV_D];
+        for (int c = 0; c < OKV_D; ++c) {
+            in[c] = okv_ld(src, rowe + c, kv_dt);
+            x[c] = 0.0f;
+        }
+        for (int jj = 0; jj < OKV_D; ++jj) {
+            float a = in[jj];
+            for (int c = 0; c < OKV_D; ++c) x[c] = fma(a, R[jj * OKV_D + c], x[c]);
+        }
+    }
+    if (pos >= OKV_S0 && pos < OKV_S0 + n2new) {
+        int i = pos - OKV_S0;
+        ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
+        int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P);
+        if (f) atomic_or(flags, f);
+    } else {
+        for (int c = 0; c < OKV_D; ++c)
+            if (isinf(x[c]) || isnan(x[c])) {
+                atomic_or(flags, OKV_FLAG_NONFINITE);
+                return;
+            }
+        __global ushort *bf = (__global ushort *)(bfpool_b + bfpool_o);
+        ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
+        for (int c = 0; c < OKV_D; ++c) bf[row + c] = okv_f32_to_bf16(x[c]);
+    }
+}
+
+/* -------------------------------------------------------------- dequantize -- */
+/* Grid (out_rows, HKV, 2): output row r -> (sequence, position). */
+__kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oip_b, ulong oip_o, int out_rows,
+                             __global uchar *ko_b, ulong ko_o, __global uchar *vo_b, ulong vo_o, int out_dt)
+{
+    int r = (int)get_global_id(0);
+    int head = (int)get_global_id(1);
+    int kv = (int)get_global_id(2);
+    if (r >= out_rows) return;
+    __global const int *oip = OKV_I32(oip_b, oip_o);
+    if (r < oip[0] || r >= oip[batch]) return;
+    int b = okv_find_seq(oip, batch, r);
+    int pos = r - oip[b];
+    int t = OKV_SEQ_LEN(b), n2 = OKV_INT2_LEN(b);
+    if (pos >= t) return;
+    __global uchar *dst = kv ? vo_b + vo_o : ko_b + ko_o;
+    ulong oe = ((ulong)r * OKV_HKV + (ulong)head) * OKV_D;
+    if (pos >= OKV_S0 && pos < OKV_S0 + n2) {
+        int i = pos - OKV_S0;
+        ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
+        __global const uchar *pool = i2pool_b + i2pool_o;
+        for (int c = 0; c < OKV_D; ++c) okv_st(dst, oe + c, out_dt, okv_i2_value(pool, pb, kv, head, i % OKV_P, c));
+    } else {
+        __global const ushort *bf = (__global const ushort *)(bfpool_b + bfpool_o);
+        ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
+        for (int c = 0; c < OKV_D; ++c) okv_st(dst, oe + c, out_dt, okv_bf16_to_f32(bf[row + c]));
+    }
+}
+
+/* --------------------------------------------------------------- attention -- */
+/* Split-K attention of the OKV_GQA query heads of one KV head over one tier:
+ *   tier 0: the BF16 tier (sink then recent, in position order)
+ *   tier 1: the INT2 tier
+ *   tier 2: the chunk's own new rows (prefill only; causal)
+ * Grid (OKV_D * n_splits, HKV, n_rows), work-group (OKV_D). Each work-group writes
+ * its unnormalised partial (acc[D], m, l) to ws[row][hq][split_base + split]. Rows:
+ * row_mode 0 -> row = sequence (decode); row_mode 1 -> row is a prefill query row of
+ * sequence find_seq(q_indptr, row). Chunks of OKV_CH tokens: work item t scores
+ * token t for all heads (scores in local memory), online softmax, then work item c
+ * accumulates channel c of p V. */
+__kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
+okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, int q_dt, int row_mode,
+               __global const uchar *qip_b, ulong qip_o, __global const uchar *kn_b, ulong kn_o,
+               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier, int chunk,
+               int split_base, int ns_total, __global uchar *ws_b, ulong ws_o)
+{
+    __local float qs[OKV_GQA * OKV_D];
+    __local float sc[OKV_GQA * OKV_CH];
+    __local ulong toff[OKV_CH];
+    __local int tslot[OKV_CH];
+
+    const int lid = (int)get_local_id(0);
+    const int split = (int)get_group_id(0);
+    const int head = (int)get_global_id(1);
+    const int row = (int)get_global_id(2);
+
+    int b = row, jrow = 0;
+    if (row_mode == 1) {
+        __global const int *qip = OKV_I32(qip_b, qip_o);
+        b = okv_find_seq(qip, batch, row);
+        jrow = row - qip[b];
+    }
+    const int t = OKV_SEQ_LEN(b), n2 = OKV_INT2_LEN(b);
+    const int nsink = t < OKV_S0 ? t : OKV_S0;
+    int count;
+    if (tier == 0) count = t - n2;
+    else if (tier == 1) count = n2;
+    else count = jrow + 1;
+    if (count < 0) count = 0;
+    const int start = split * chunk;
+    int end = start + chunk;
+    if (end > count) end = count;
+
+    for (int i = 0; i < OKV_GQA; ++i) {
+        ulong qe = ((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * OKV_D + (ulong)lid;
+        qs[i * OKV_D + lid] = okv_ld(q_b + q_o, qe, q_dt);
+    }
+    float m[OKV_GQA], l[OKV_GQA], acc[OKV_GQA];
+    for (int i = 0; i < OKV_GQA; ++i) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        acc[i] = 0.0f;
+    }
+    __global const uchar *i2pool = i2pool_b + i2pool_o;
+    __global const ushort *bfpool = (__global const ushort *)(bfpool_b + bfpool_o);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    for (int c0 = start; c0 < end; c0 += OKV_CH) {
+        int n_in = end - c0 < OKV_CH ? end - c0 : OKV_CH;
+        /* ---- scores: work item lid -> token c0 + lid ---- */
+        if (lid < OKV_CH) {
+            float s[OKV_GQA];
+            for (int i = 0; i < OKV_GQA; ++i) s[i] = 0.0f;
+            if (lid < n_in) {
+                int idx = c0 + lid;
+                if (tier == 1) {
+                    ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, idx);
+                    int slot = idx % OKV_P;
+                    toff[lid] = pb;
+                    tslot[lid] = slot;
+                    __global const uchar *codes =
+                        i2pool + pb + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, 0, head, slot);
+                    __global const uchar *meta =
+                        i2pool + pb + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, 0, head, slot);
+                    float msc[OKV_NG], mlo[OKV_NG];
+                    for (int g = 0; g < OKV_NG; ++g) {
+                        msc[g] = okv_ld_meta(meta, 2 * g);
+                        mlo[g] = okv_ld_meta(meta, 2 * g + 1);
+                    }
+                    for (int jb = 0; jb < OKV_Q4; ++jb) {
+                        uint byte = codes[jb];
+                        for (int qq = 0; qq < 4; ++qq) {
+                            int c = qq * OKV_Q4 + jb;
+                            float kval = okv_dequant((int)((byte >> (2 * qq)) & 3u), msc[c / OKV_GS], mlo[c / OKV_GS]);
+                            for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qs[i * OKV_D + c], kval, s[i]);
+                        }
+                    }
+                } else if (tier == 0) {
+                    int pos = idx < nsink ? idx : OKV_S0 + n2 + (idx - nsink);
+                    ulong re = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head);
+                    toff[lid] = re;
+                    for (int c = 0; c < OKV_D; ++c) {
+                        float kval = okv_bf16_to_f32(bfpool[re + c]);
+                        for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qs[i * OKV_D + c], kval, s[i]);
+                    }
+                } else {
+                    __global const int *qip = OKV_I32(qip_b, qip_o);
+                    ulong re = ((ulong)(qip[b] + idx) * OKV_HKV + (ulong)head) * OKV_D;
+                    toff[lid] = re;
+                    for (int c = 0; c < OKV_D; ++c) {
+                        float kval = okv_ld(kn_b + kn_o, re + c, new_dt);
+                        for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qs[i * OKV_D + c], kval, s[i]);
+                    }
+                }
+                for (int i = 0; i < OKV_GQA; ++i) sc[i * OKV_CH + lid] = s[i] * sm_scale;
+            } else {
+                for (int i = 0; i < OKV_GQA; ++i) sc[i * OKV_CH + lid] = -INFINITY;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        /* ---- online softmax: every work item derives the same chunk maxima ---- */
+        float alpha[OKV_GQA];
+        for (int i = 0; i < OKV_GQA; ++i) {
+            float cm = -INFINITY;
+            for (int tt = 0; tt < n_in; ++tt) cm = fmax(cm, sc[i * OKV_CH + tt]);
+            float mn = fmax(m[i], cm);
+            alpha[i] = mn == -INFINITY ? 1.0f : exp(m[i] - mn);
+            m[i] = mn;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < n_in)
+            for (int i = 0; i < OKV_GQA; ++i) {
+                float sv = sc[i * OKV_CH + lid];
+                sc[i * OKV_CH + lid] = m[i] == -INFINITY ? 0.0f : exp(sv - m[i]);
+            }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        /* ---- p V: work item lid -> channel lid ---- */
+        for (int i = 0; i < OKV_GQA; ++i) {
+            acc[i] *= alpha[i];
+            l[i] *= alpha[i];
+        }
+        for (int tt = 0; tt < n_in; ++tt) {
+            float vval;
+            if (tier == 1) vval = okv_i2_value(i2pool, toff[tt], 1, head, tslot[tt], lid);
+            else if (tier == 0) vval = okv_bf16_to_f32(bfpool[toff[tt] + OKV_BF_VROW + (ulong)lid]);
+            else vval = okv_ld(vn_b + vn_o, toff[tt] + (ulong)lid, new_dt);
+            for (int i = 0; i < OKV_GQA; ++i) {
+                float p = sc[i * OKV_CH + tt];
+                l[i] += p;
+                acc[i] = fma(p, vval, acc[i]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    __global float *ws = (__global float *)(ws_b + ws_o);
+    for (int i = 0; i < OKV_GQA; ++i) {
+        ulong base = (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
+                     (ulong)(OKV_D + 2);
+        ws[base + lid] = acc[i];
+        if (lid == 0) {
+            ws[base + OKV_D] = m[i];
+            ws[base + OKV_D + 1] = l[i];
+        }
+    }
+}
+
+/* Grid (OKV_D, HQ, n_rows), work-group (OKV_D): exact log-sum-exp merge of the
+ * ns_total partials of (row, hq); optional un-rotation o R_V^T and lse. */
+__kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
+okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uchar *o_b, ulong o_o, int o_dt,
+               __global uchar *lse_b, ulong lse_o, int has_lse, __global const uchar *rv_b, ulong rv_o, int per_head,
+               int unrotate)
+{
+    __local float ol[OKV_D];
+    const int lid = (int)get_local_id(0);
+    const int hq = (int)get_global_id(1);
+    const int row = (int)get_global_id(2);
+    __global const float *ws = (__global const float *)(ws_b + ws_o);
+    ulong base = ((ulong)row * OKV_HQ + (ulong)hq) * (ulong)ns_total * (ulong)(OKV_D + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < ns_total; ++s) M = fmax(M, ws[base + (ulong)s * (OKV_D + 2) + OKV_D]);
+    float L = 0.0f, o = 0.0f;
+    if (M != -INFINITY) {
+        for (int s = 0; s < ns_total; ++s) {
+            __global const float *pp = ws + base + (ulong)s * (OKV_D + 2);
+            float ms = pp[OKV_D];
+            if (ms == -INFINITY) continue;
+            float w = exp(ms - M);
+            L = fma(pp[OKV_D + 1], w, L);
+            o = fma(pp[lid], w, o);
+        }
+    }
+    o = L > 0.0f ? o / L : 0.0f;
+    ulong oe = ((ulong)row * OKV_HQ + (ulong)hq) * OKV_D + (ulong)lid;
+    if (unrotate) {
+        ol[lid] = o;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __global const float *R = (__global const float *)(rv_b + rv_o);
+        if (per_head) R += (ulong)(hq / OKV_GQA) * OKV_D * OKV_D;
+        float u = 0.0f;
+        for (int j = 0; j < OKV_D; ++j) u = fma(ol[j], R[(ulong)lid * OKV_D + j], u);
+        o = u;
+    }
+    okv_st(o_b + o_o, oe, o_dt, o);
+    if (has_lse && lid == 0) {
+        __global float *lse = (__global float *)(lse_b + lse_o);
+        lse[(ulong)row * OKV_HQ + hq] = L > 0.0f ? M + log(L) : -INFINITY;
+    }
+}
+
+/* ------------------------------------------------------------------ rotate -- */
+/* Grid (OKV_D, n_rows * n_heads), work-group (OKV_D): out = x R (or x R^T). Each
+ * work-group reads its row into local memory first, so out may alias x. */
+__kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
+okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, ulong o_o, int o_dt,
+           __global const uchar *r_b, ulong r_o, int n_heads, int per_head, int head_group, int transpose)
+{
+    __local float xl[OKV_D];
+    const int c = (int)get_local_id(0);
+    const ulong rh = get_global_id(1);
+    const int h = (int)(rh % (ulong)n_heads);
+    xl[c] = okv_ld(x_b + x_o, rh * OKV_D + (ulong)c, x_dt);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __global const float *R = (__global const float *)(r_b + r_o);
+    if (per_head) R += (ulong)(h / head_group) * OKV_D * OKV_D;
+    float s = 0.0f;
+    if (transpose)
+        for (int j = 0; j < OKV_D; ++j) s = fma(xl[j], R[(ulong)c * OKV_D + j], s);
+    else
+        for (int j = 0; j < OKV_D; ++j) s = fma(xl[j], R[(ulong)j * OKV_D + c], s);
+    okv_st(o_b + o_o, rh * OKV_D + (ulong)c, o_dt, s);
+}
+
+/* Grid (n): element-wise dtype conversion; with w (has_w), row t = i / row_elems of
+ * head (i / D) % n_heads is scaled by w[t * n_heads + head]. */
+__kernel void okv_convert(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, ulong o_o, int o_dt,
+                          ulong n, __global const uchar *w_b, ulong w_o, int has_w)
+{
+    ulong i = get_global_id(0);
+    if (i >= n) return;
+    float v = okv_ld(x_b + x_o, i, x_dt);
+    if (has_w) v *= ((__global const float *)(w_b + w_o))[i / OKV_D];
+    okv_st(o_b + o_o, i, o_dt, v);
+}
+
+/* ----------------------------------------------------------------- moments -- */
+/* Grid (OKV_D, OKV_D, n_heads / head_group): acc[a][i][j] += sum over rows t and the
+ * head_group heads h of a of w[t, h] x[t, h, i] x[t, h, j]; f64 accumulation where
+ * the device has it (acc_dt 3), else f32. */
+__kernel void okv_moments(__global const uchar *x_b, ulong x_o, int x_dt, __global const uchar *w_b, ulong w_o,
+                          int has_w, __global uchar *a_b, ulong a_o, int acc_dt, int n_rows, int n_heads,
+                          int head_group)
+{
+    const int i = (int)get_global_id(0);
+    const int j = (int)get_global_id(1);
+    const int a = (int)get_global_id(2);
+    __global const uchar *x = x_b + x_o;
+    __global const float *w = (__global const float *)(w_b + w_o);
+    ulong ae = ((ulong)a * OKV_D + (ulong)i) * OKV_D + (ulong)j;
+#if OKV_HAS_FP64
+    if (acc_dt == 3) {
+        double s = 0.0;
+        for (int t = 0; t < n_rows; ++t)
+            for (int hh = 0; hh < head_group; ++hh) {
+                int h = a * head_group + hh;
+                ulong re = ((ulong)t * (ulong)n_heads + (ulong)h) * OKV_D;
+                double xi = (double)okv_ld(x, re + (ulong)i, x_dt);
+                double xj = (double)okv_ld(x, re + (ulong)j, x_dt);
+                double ww = has_w ? (double)w[(ulong)t * (ulong)n_heads + (ulong)h] : 1.0;
+                s += ww * xi * xj;
+            }
+        ((__global double *)(a_b + a_o))[ae] += s;
+        return;
+    }
+#endif
+    float s = 0.0f;
+    for (int t = 0; t < n_rows; ++t)
+        for (int hh = 0; hh < head_group; ++hh) {
+            int h = a * head_group + hh;
+            ulong re = ((ulong)t * (ulong)n_heads + (ulong)h) * OKV_D;
+            float xi = okv_ld(x, re + (ulong)i, x_dt);
+            float xj = okv_ld(x, re + (ulong)j, x_dt);
+            float ww = has_w ? w[(ulong)t * (ulong)n_heads + (ulong)h] : 1.0f;
+            s = fma(ww * xi, xj, s);
+        }
+    ((__global float *)(a_b + a_o))[ae] += s;
+}
