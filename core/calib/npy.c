@@ -71,7 +71,7 @@ static int shape_tuple(lex_t *L, okv_npy_info_t *info)
         if (info->ndim >= OKV_NPY_MAX_DIMS) return 0;
         info->shape[info->ndim++] = v;
         if (eat(L, ',')) continue;
-        if (eat(L, ')')) return info->ndim != 1 || 1;
+        if (eat(L, ')')) return 1;
         return 0;
     }
 }
