@@ -60,7 +60,8 @@ static okv_status_t place_new(okv_ref_cache_t *c, const append_args_t *a, int32_
             for (int h = 0; h < hkv; ++h) {
                 const void *src = kv ? a->v : a->k;
                 size_t base = ((size_t)r * hkv + h) * d;
-                for (int i = 0; i < d; ++i) x[i] = okv_ref_load(src, a->dtype, base + i);
+                for (int i = 0; i < d; ++i)
+                    x[i] = okv_ref_load(src, a->dtype, base + i);
                 okv_ref_rotate_row(x, a->rot[kv] + (a->per_head ? (size_t)h * d * d : 0), d, 0, x);
                 for (int i = 0; i < d; ++i)
                     if (!isfinite(x[i]) || (!to_int2 && !isfinite(okv_bf16_to_f32(okv_f32_to_bf16(x[i])))))
@@ -126,8 +127,8 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
     int32_t *after = (int32_t *)malloc(sizeof(int32_t) * (size_t)(c->batch > 0 ? c->batch : 1));
     if (!after) return okv_ref_fail(err, OKV_ERROR_OUT_OF_MEMORY, "append: %d lengths", c->batch);
     for (int32_t b = 0; b < c->batch; ++b)
-        after[b] = okv_int2_len_after(c->seq_lens[b], c->int2_lens[b], append_indptr[b + 1] - append_indptr[b],
-                                      c->sink, c->recent, c->flush);
+        after[b] = okv_int2_len_after(c->seq_lens[b], c->int2_lens[b], append_indptr[b + 1] - append_indptr[b], c->sink,
+                                      c->recent, c->flush);
     st = okv_ref_cache_validate(c, after, err);
     if (st == OKV_SUCCESS) {
         size_t n = (size_t)n_rows * c->n_kv_heads * d, nr = (size_t)(per_head_rotation ? c->n_kv_heads : 1) * d * d;
@@ -141,8 +142,8 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
         }
     }
     if (st == OKV_SUCCESS) {
-        append_args_t a = {k, v, kv_dtype, append_indptr, {k_rotation, v_rotation}, per_head_rotation,
-                           {k_clip_ratio, v_clip_ratio}};
+        append_args_t a = {
+            k, v, kv_dtype, append_indptr, {k_rotation, v_rotation}, per_head_rotation, {k_clip_ratio, v_clip_ratio}};
         st = run_pass(c, &a, after, 0, err);
         if (st == OKV_SUCCESS) st = run_pass(c, &a, after, 1, err);
     }
@@ -150,8 +151,7 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
     return st;
 }
 
-okv_status_t okv_ref_demote(okv_ref_cache_t *c, int32_t n_rows, float k_clip_ratio, float v_clip_ratio,
-                            okv_err_t *err)
+okv_status_t okv_ref_demote(okv_ref_cache_t *c, int32_t n_rows, float k_clip_ratio, float v_clip_ratio, okv_err_t *err)
 {
     if (c->batch < 0 || n_rows < 0)
         return okv_ref_fail(err, OKV_ERROR_BAD_SHAPE, "demote: batch %d, n_rows %d", c->batch, n_rows);

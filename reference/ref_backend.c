@@ -122,12 +122,11 @@ static okv_status_t ref_decode(void *state, const okv_decode_params_t *p, okv_er
     okv_ref_cache_from_view(&p->cache, &c);
     return okv_ref_decode(&c, okv_ref_ptr(p->q), p->q_dtype, okv_ref_ptr(p->out), p->out_dtype,
                           (float *)okv_ref_ptr(p->lse), p->sm_scale, p->max_seq_len, p->num_splits,
-                          p->unrotate_output ? (const float *)okv_ref_ptr(p->v_rotation) : NULL,
-                          p->per_head_rotation, p->unrotate_output, err);
+                          p->unrotate_output ? (const float *)okv_ref_ptr(p->v_rotation) : NULL, p->per_head_rotation,
+                          p->unrotate_output, err);
 }
 
-static okv_status_t ref_prefill_workspace(void *state, const okv_prefill_params_t *p, size_t *bytes,
-                                          okv_err_t *err)
+static okv_status_t ref_prefill_workspace(void *state, const okv_prefill_params_t *p, size_t *bytes, okv_err_t *err)
 {
     *bytes = 0;
     return OKV_SUCCESS;
@@ -138,8 +137,8 @@ static okv_status_t ref_prefill(void *state, const okv_prefill_params_t *p, okv_
     okv_ref_cache_t c;
     okv_ref_cache_from_view(&p->cache, &c);
     return okv_ref_prefill(&c, (const int32_t *)okv_ref_ptr(p->q_indptr), p->n_rows, okv_ref_ptr(p->q),
-                           okv_ref_ptr(p->k_new), okv_ref_ptr(p->v_new), p->in_dtype, okv_ref_ptr(p->out),
-                           p->out_dtype, p->sm_scale, err);
+                           okv_ref_ptr(p->k_new), okv_ref_ptr(p->v_new), p->in_dtype, okv_ref_ptr(p->out), p->out_dtype,
+                           p->sm_scale, err);
 }
 
 static okv_status_t ref_moments(void *state, const okv_moments_params_t *p, okv_err_t *err)

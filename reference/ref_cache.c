@@ -27,9 +27,8 @@ static okv_status_t check_table(const int32_t *indptr, const int32_t *indices, i
         return okv_ref_fail(err, OKV_ERROR_INVALID_ARGUMENT, "%s_indptr[0] = %d is negative", tier, indptr[0]);
     for (int32_t b = 0; b < batch; ++b) {
         if (indptr[b + 1] < indptr[b])
-            return okv_ref_fail(err, OKV_ERROR_INVALID_ARGUMENT,
-                                "sequence %d: %s_indptr not monotone (%d then %d)", b, tier, indptr[b],
-                                indptr[b + 1]);
+            return okv_ref_fail(err, OKV_ERROR_INVALID_ARGUMENT, "sequence %d: %s_indptr not monotone (%d then %d)", b,
+                                tier, indptr[b], indptr[b + 1]);
         if ((int64_t)indptr[b + 1] > cap)
             return okv_ref_fail(err, OKV_ERROR_INVALID_ARGUMENT,
                                 "sequence %d: %s_indptr[%d] = %d exceeds the %lld entries of %s_indices", b, tier,
@@ -37,19 +36,18 @@ static okv_status_t check_table(const int32_t *indptr, const int32_t *indices, i
         for (int32_t j = indptr[b]; j < indptr[b + 1]; ++j)
             if (indices[j] < 0 || indices[j] >= pool_pages)
                 return okv_ref_fail(err, OKV_ERROR_INVALID_ARGUMENT,
-                                    "sequence %d: %s page index %d (entry %d) outside the pool of %d pages", b,
-                                    tier, indices[j], j, pool_pages);
+                                    "sequence %d: %s page index %d (entry %d) outside the pool of %d pages", b, tier,
+                                    indices[j], j, pool_pages);
     }
     return OKV_SUCCESS;
 }
 
 okv_status_t okv_ref_cache_validate(const okv_ref_cache_t *c, const int32_t *int2_need, okv_err_t *err)
 {
-    okv_status_t st = check_table(c->int2_indptr, c->int2_indices, c->int2_indices_cap, c->batch,
-                                  c->int2_pool_pages, "int2", err);
+    okv_status_t st =
+        check_table(c->int2_indptr, c->int2_indices, c->int2_indices_cap, c->batch, c->int2_pool_pages, "int2", err);
     if (st != OKV_SUCCESS) return st;
-    st = check_table(c->bf16_indptr, c->bf16_indices, c->bf16_indices_cap, c->batch, c->bf16_pool_pages, "bf16",
-                     err);
+    st = check_table(c->bf16_indptr, c->bf16_indices, c->bf16_indices_cap, c->batch, c->bf16_pool_pages, "bf16", err);
     if (st != OKV_SUCCESS) return st;
     const int32_t s0 = c->sink, wf = c->recent + c->flush, p = c->page_size;
     const int32_t bf16_pages = okv_ref_bf16_pages_per_seq(c);
@@ -97,15 +95,15 @@ static size_t int2_page_base(const okv_ref_cache_t *c, int32_t b, int32_t idx)
 
 size_t okv_ref_int2_codes_offset(const okv_ref_cache_t *c, int32_t b, int32_t idx, int kv, int head)
 {
-    return int2_page_base(c, b, idx) + (size_t)okv_int2_codes_offset(c->n_kv_heads, c->page_size, c->head_dim, kv,
-                                                                      head, idx % c->page_size);
+    return int2_page_base(c, b, idx) +
+           (size_t)okv_int2_codes_offset(c->n_kv_heads, c->page_size, c->head_dim, kv, head, idx % c->page_size);
 }
 
 size_t okv_ref_int2_meta_offset(const okv_ref_cache_t *c, int32_t b, int32_t idx, int kv, int head)
 {
     return int2_page_base(c, b, idx) + (size_t)okv_int2_meta_offset(c->n_kv_heads, c->page_size, c->head_dim,
-                                                                     c->group_size, c->meta_dtype, kv, head,
-                                                                     idx % c->page_size);
+                                                                    c->group_size, c->meta_dtype, kv, head,
+                                                                    idx % c->page_size);
 }
 
 static okv_dtype_t meta_dtype_of(const okv_ref_cache_t *c)
@@ -120,7 +118,8 @@ void okv_ref_cache_read_int2(const okv_ref_cache_t *c, int32_t b, int32_t idx, i
     const int d = c->head_dim, ng = okv_groups_per_row(d, c->group_size);
     memcpy(codes, c->int2_pool + okv_ref_int2_codes_offset(c, b, idx, kv, head), (size_t)d / 4);
     const uint8_t *m = c->int2_pool + okv_ref_int2_meta_offset(c, b, idx, kv, head);
-    for (int i = 0; i < 2 * ng; ++i) meta[i] = okv_ref_load(m, meta_dtype_of(c), (size_t)i);
+    for (int i = 0; i < 2 * ng; ++i)
+        meta[i] = okv_ref_load(m, meta_dtype_of(c), (size_t)i);
 }
 
 void okv_ref_cache_write_int2(okv_ref_cache_t *c, int32_t b, int32_t idx, int kv, int head, const uint8_t *codes,
@@ -129,13 +128,15 @@ void okv_ref_cache_write_int2(okv_ref_cache_t *c, int32_t b, int32_t idx, int kv
     const int d = c->head_dim, ng = okv_groups_per_row(d, c->group_size);
     memcpy(c->int2_pool + okv_ref_int2_codes_offset(c, b, idx, kv, head), codes, (size_t)d / 4);
     uint8_t *m = c->int2_pool + okv_ref_int2_meta_offset(c, b, idx, kv, head);
-    for (int i = 0; i < 2 * ng; ++i) okv_ref_store(m, meta_dtype_of(c), (size_t)i, meta[i]);
+    for (int i = 0; i < 2 * ng; ++i)
+        okv_ref_store(m, meta_dtype_of(c), (size_t)i, meta[i]);
 }
 
 void okv_ref_cache_write_bf16(okv_ref_cache_t *c, int32_t b, int32_t pos, int kv, int head, const float *x)
 {
     uint8_t *row = c->bf16_pool + okv_ref_bf16_row_offset(c, b, pos, kv, head);
-    for (int i = 0; i < c->head_dim; ++i) okv_ref_store(row, OKV_DTYPE_BF16, (size_t)i, x[i]);
+    for (int i = 0; i < c->head_dim; ++i)
+        okv_ref_store(row, OKV_DTYPE_BF16, (size_t)i, x[i]);
 }
 
 void okv_ref_cache_read_row(const okv_ref_cache_t *c, int32_t b, int32_t pos, int kv, int head, float *out)
@@ -150,7 +151,8 @@ void okv_ref_cache_read_row(const okv_ref_cache_t *c, int32_t b, int32_t pos, in
         return;
     }
     const uint8_t *row = c->bf16_pool + okv_ref_bf16_row_offset(c, b, pos, kv, head);
-    for (int i = 0; i < d; ++i) out[i] = okv_ref_load(row, OKV_DTYPE_BF16, (size_t)i);
+    for (int i = 0; i < d; ++i)
+        out[i] = okv_ref_load(row, OKV_DTYPE_BF16, (size_t)i);
 }
 
 /* int32 elements a ref holds from its offset to the end of its buffer. */

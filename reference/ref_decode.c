@@ -29,25 +29,29 @@ static void partial_state(const okv_ref_cache_t *c, int32_t b, int h, const doub
         okv_ref_cache_read_row(c, b, p, 1, h, v);
         for (int j = 0; j < g; ++j) {
             double s = 0.0;
-            for (int i = 0; i < d; ++i) s += q[(size_t)j * d + i] * (double)k[i];
+            for (int i = 0; i < d; ++i)
+                s += q[(size_t)j * d + i] * (double)k[i];
             s *= scale;
             double *oj = o + (size_t)j * d;
             if (s > m[j]) {
                 double a = exp(m[j] - s); /* 0 for the first key */
                 l[j] = l[j] * a + 1.0;
-                for (int i = 0; i < d; ++i) oj[i] = oj[i] * a + (double)v[i];
+                for (int i = 0; i < d; ++i)
+                    oj[i] = oj[i] * a + (double)v[i];
                 m[j] = s;
             } else {
                 double e = exp(s - m[j]);
                 l[j] += e;
-                for (int i = 0; i < d; ++i) oj[i] += e * (double)v[i];
+                for (int i = 0; i < d; ++i)
+                    oj[i] += e * (double)v[i];
             }
         }
     }
     for (int j = 0; j < g; ++j) {
         if (l[j] > 0.0) {
             lse[j] = m[j] + log(l[j]);
-            for (int i = 0; i < d; ++i) o[(size_t)j * d + i] /= l[j];
+            for (int i = 0; i < d; ++i)
+                o[(size_t)j * d + i] /= l[j];
         } else {
             lse[j] = -INFINITY;
         }
@@ -55,9 +59,8 @@ static void partial_state(const okv_ref_cache_t *c, int32_t b, int h, const doub
 }
 
 okv_status_t okv_ref_decode(const okv_ref_cache_t *c, const void *q, okv_dtype_t q_dtype, void *out,
-                            okv_dtype_t out_dtype, float *lse, float sm_scale, int32_t max_seq_len,
-                            int32_t num_splits, const float *v_rotation, int32_t per_head_rotation,
-                            int32_t unrotate_output, okv_err_t *err)
+                            okv_dtype_t out_dtype, float *lse, float sm_scale, int32_t max_seq_len, int32_t num_splits,
+                            const float *v_rotation, int32_t per_head_rotation, int32_t unrotate_output, okv_err_t *err)
 {
     const int d = c->head_dim, hq = c->n_q_heads, hkv = c->n_kv_heads;
     if (hkv < 1 || hq % hkv || num_splits < 0)
@@ -93,16 +96,16 @@ okv_status_t okv_ref_decode(const okv_ref_cache_t *c, const void *q, okv_dtype_t
                     qd[(size_t)j * d + i] = (double)okv_ref_load(q, q_dtype, ((size_t)b * hq + h * g + j) * d + i);
             /* BF16 tier: sink then recent window, one state */
             partial_state(c, b, h, qd, g, scale, 0, sink_end, lse_acc, acc, m, l);
-            partial_state(c, b, h, qd, g, scale, c->sink + i2, len > c->sink + i2 ? len : c->sink + i2, lse_part,
-                          part, m, l);
+            partial_state(c, b, h, qd, g, scale, c->sink + i2, len > c->sink + i2 ? len : c->sink + i2, lse_part, part,
+                          m, l);
             for (int j = 0; j < g; ++j)
                 okv_ref_merge_state(&lse_acc[j], acc + (size_t)j * d, lse_part[j], part + (size_t)j * d, d);
             /* INT2 tier in `splits` contiguous ranges */
             for (int32_t s = 0; s < splits && chunk > 0; ++s) {
                 int64_t from = (int64_t)s * chunk, to = from + chunk < i2 ? from + chunk : i2;
                 if (from >= to) break;
-                partial_state(c, b, h, qd, g, scale, c->sink + (int32_t)from, c->sink + (int32_t)to, lse_part, part,
-                              m, l);
+                partial_state(c, b, h, qd, g, scale, c->sink + (int32_t)from, c->sink + (int32_t)to, lse_part, part, m,
+                              l);
                 for (int j = 0; j < g; ++j)
                     okv_ref_merge_state(&lse_acc[j], acc + (size_t)j * d, lse_part[j], part + (size_t)j * d, d);
             }
@@ -111,7 +114,8 @@ okv_status_t okv_ref_decode(const okv_ref_cache_t *c, const void *q, okv_dtype_t
                 if (unrotate_output && lse_acc[j] != -INFINITY)
                     okv_ref_rotate_row_f64(oj, v_rotation + (per_head_rotation ? (size_t)h * d * d : 0), d, 1, oj);
                 size_t row = (size_t)b * hq + (size_t)h * g + j;
-                for (int i = 0; i < d; ++i) okv_ref_store(out, out_dtype, row * d + i, (float)oj[i]);
+                for (int i = 0; i < d; ++i)
+                    okv_ref_store(out, out_dtype, row * d + i, (float)oj[i]);
                 if (lse) lse[row] = (float)lse_acc[j];
             }
         }

@@ -25,7 +25,8 @@ okv_status_t okv_ref_dequantize(const okv_ref_cache_t *c, const int32_t *out_ind
                 for (int h = 0; h < hkv; ++h) {
                     okv_ref_cache_read_row(c, b, p, kv, h, x);
                     size_t base = (((size_t)out_indptr[b] + p) * hkv + h) * d;
-                    for (int i = 0; i < d; ++i) okv_ref_store(kv ? v_out : k_out, out_dtype, base + i, x[i]);
+                    for (int i = 0; i < d; ++i)
+                        okv_ref_store(kv ? v_out : k_out, out_dtype, base + i, x[i]);
                 }
     return OKV_SUCCESS;
 }

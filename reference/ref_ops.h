@@ -60,9 +60,9 @@ void okv_ref_rotate_row_f64(const double *x, const float *r, int d, int transpos
  * per_head, [n_heads / head_group, d, d] with head h using R[h / head_group].
  * x and out may be the same array (same dtype). NaN/Inf in x or R:
  * OKV_ERROR_NONFINITE_INPUT. */
-okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype,
-                            const float *rotation, int32_t n_rows, int32_t n_heads, int32_t head_dim,
-                            int32_t per_head, int32_t head_group, int32_t transpose, okv_err_t *err);
+okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype, const float *rotation,
+                            int32_t n_rows, int32_t n_heads, int32_t head_dim, int32_t per_head, int32_t head_group,
+                            int32_t transpose, okv_err_t *err);
 
 /* ------------------------------------------------------------ quantizer -- */
 
@@ -75,8 +75,8 @@ void okv_ref_unpack_row(const uint8_t *bytes, int d, int *codes);
  * bytes packed, meta [d/g][2] = (scale, lo) as stored (already rounded to
  * meta_dtype). Returns 0 (writing nothing) when a group's metadata does not fit
  * meta_dtype. d <= OKV_FMT_MAX_HEAD_DIM. */
-int okv_ref_quantize_row(const float *x, int d, int g, float clip_ratio, int clip_mode, int quantizer,
-                         int meta_dtype, uint8_t *codes, float *meta);
+int okv_ref_quantize_row(const float *x, int d, int g, float clip_ratio, int clip_mode, int quantizer, int meta_dtype,
+                         uint8_t *codes, float *meta);
 /* lo + code * scale per channel. */
 void okv_ref_dequantize_row(const uint8_t *codes, const float *meta, int d, int g, float *out);
 
@@ -146,8 +146,7 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
                             okv_err_t *err);
 
 /* okv_demote: up to n_rows oldest recent rows of every sequence into INT2. */
-okv_status_t okv_ref_demote(okv_ref_cache_t *c, int32_t n_rows, float k_clip_ratio, float v_clip_ratio,
-                            okv_err_t *err);
+okv_status_t okv_ref_demote(okv_ref_cache_t *c, int32_t n_rows, float k_clip_ratio, float v_clip_ratio, okv_err_t *err);
 
 /* okv_dequantize: positions [0, seq_len) of sequence b to rows out_indptr[b] + pos
  * of k_out / v_out ([out_rows, Hkv, d]); needs out_indptr monotone from >= 0 with
@@ -166,9 +165,9 @@ int32_t okv_ref_default_splits(int32_t max_seq_len);
  * unrotate_output the output is multiplied by R_V^T (v_rotation [1 or Hkv, d, d]).
  * seq_len 0: zeros and lse -inf. */
 okv_status_t okv_ref_decode(const okv_ref_cache_t *c, const void *q, okv_dtype_t q_dtype, void *out,
-                            okv_dtype_t out_dtype, float *lse, float sm_scale, int32_t max_seq_len,
-                            int32_t num_splits, const float *v_rotation, int32_t per_head_rotation,
-                            int32_t unrotate_output, okv_err_t *err);
+                            okv_dtype_t out_dtype, float *lse, float sm_scale, int32_t max_seq_len, int32_t num_splits,
+                            const float *v_rotation, int32_t per_head_rotation, int32_t unrotate_output,
+                            okv_err_t *err);
 
 /* okv_prefill_attention. q [n_rows, Hq, d], k_new/v_new [n_rows, Hkv, d] rotated,
  * out [n_rows, Hq, d]; q_indptr monotone, q_indptr[0] = 0, q_indptr[batch] =
@@ -181,9 +180,8 @@ okv_status_t okv_ref_prefill(const okv_ref_cache_t *c, const int32_t *q_indptr, 
 /* okv_moments: acc[h / head_group] += sum_t w[t, h] x[t, h]^T x[t, h]; x [n_rows,
  * n_heads, d]; w NULL or f32 [n_rows, n_heads]; acc [n_heads / head_group, d, d] in
  * F64 or F32 (the sum of this call is formed in double, then added). */
-okv_status_t okv_ref_moments(const void *x, okv_dtype_t x_dtype, const float *weights, void *acc,
-                             okv_dtype_t acc_dtype, int32_t n_rows, int32_t n_heads, int32_t head_dim,
-                             int32_t head_group, okv_err_t *err);
+okv_status_t okv_ref_moments(const void *x, okv_dtype_t x_dtype, const float *weights, void *acc, okv_dtype_t acc_dtype,
+                             int32_t n_rows, int32_t n_heads, int32_t head_dim, int32_t head_group, okv_err_t *err);
 
 #ifdef __cplusplus
 }

@@ -66,26 +66,32 @@ okv_status_t okv_ref_prefill(const okv_ref_cache_t *c, const int32_t *q_indptr, 
                 for (int qh = h * g; qh < (h + 1) * g; ++qh) {
                     size_t qrow = ((size_t)q_indptr[b] + j) * hq + qh;
                     double qd[OKV_FMT_MAX_HEAD_DIM];
-                    for (int i = 0; i < d; ++i) qd[i] = (double)okv_ref_load(q, in_dtype, qrow * d + i);
+                    for (int i = 0; i < d; ++i)
+                        qd[i] = (double)okv_ref_load(q, in_dtype, qrow * d + i);
                     double m = -INFINITY, l = 0.0;
-                    for (int i = 0; i < d; ++i) o[i] = 0.0;
+                    for (int i = 0; i < d; ++i)
+                        o[i] = 0.0;
                     for (int64_t p = 0; p <= (int64_t)len + j; ++p) {
                         const float *kp = kk + (size_t)p * d, *vp = vv + (size_t)p * d;
                         double s = 0.0;
-                        for (int i = 0; i < d; ++i) s += qd[i] * (double)kp[i];
+                        for (int i = 0; i < d; ++i)
+                            s += qd[i] * (double)kp[i];
                         s *= scale;
                         if (s > m) {
                             double a = exp(m - s);
                             l = l * a + 1.0;
-                            for (int i = 0; i < d; ++i) o[i] = o[i] * a + (double)vp[i];
+                            for (int i = 0; i < d; ++i)
+                                o[i] = o[i] * a + (double)vp[i];
                             m = s;
                         } else {
                             double e = exp(s - m);
                             l += e;
-                            for (int i = 0; i < d; ++i) o[i] += e * (double)vp[i];
+                            for (int i = 0; i < d; ++i)
+                                o[i] += e * (double)vp[i];
                         }
                     }
-                    for (int i = 0; i < d; ++i) okv_ref_store(out, out_dtype, qrow * d + i, (float)(o[i] / l));
+                    for (int i = 0; i < d; ++i)
+                        okv_ref_store(out, out_dtype, qrow * d + i, (float)(o[i] / l));
                 }
         }
     }

@@ -7,12 +7,15 @@ void okv_ref_rotate_row_f64(const double *x, const float *r, int d, int transpos
     for (int j = 0; j < d; ++j) {
         double s = 0.0;
         if (transpose)
-            for (int i = 0; i < d; ++i) s += x[i] * (double)r[(size_t)j * d + i];
+            for (int i = 0; i < d; ++i)
+                s += x[i] * (double)r[(size_t)j * d + i];
         else
-            for (int i = 0; i < d; ++i) s += x[i] * (double)r[(size_t)i * d + j];
+            for (int i = 0; i < d; ++i)
+                s += x[i] * (double)r[(size_t)i * d + j];
         tmp[j] = s;
     }
-    for (int j = 0; j < d; ++j) out[j] = tmp[j];
+    for (int j = 0; j < d; ++j)
+        out[j] = tmp[j];
 }
 
 void okv_ref_rotate_row(const float *x, const float *r, int d, int transpose, float *out)
@@ -21,17 +24,20 @@ void okv_ref_rotate_row(const float *x, const float *r, int d, int transpose, fl
     for (int j = 0; j < d; ++j) {
         double s = 0.0;
         if (transpose)
-            for (int i = 0; i < d; ++i) s += (double)x[i] * (double)r[(size_t)j * d + i];
+            for (int i = 0; i < d; ++i)
+                s += (double)x[i] * (double)r[(size_t)j * d + i];
         else
-            for (int i = 0; i < d; ++i) s += (double)x[i] * (double)r[(size_t)i * d + j];
+            for (int i = 0; i < d; ++i)
+                s += (double)x[i] * (double)r[(size_t)i * d + j];
         tmp[j] = (float)s;
     }
-    for (int j = 0; j < d; ++j) out[j] = tmp[j];
+    for (int j = 0; j < d; ++j)
+        out[j] = tmp[j];
 }
 
-okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype,
-                            const float *rotation, int32_t n_rows, int32_t n_heads, int32_t head_dim,
-                            int32_t per_head, int32_t head_group, int32_t transpose, okv_err_t *err)
+okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype, const float *rotation,
+                            int32_t n_rows, int32_t n_heads, int32_t head_dim, int32_t per_head, int32_t head_group,
+                            int32_t transpose, okv_err_t *err)
 {
     const int d = head_dim;
     if (d < 4 || d > OKV_FMT_MAX_HEAD_DIM || n_rows < 0 || n_heads < 1)
@@ -48,8 +54,7 @@ okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_d
     int64_t bad = okv_ref_find_nonfinite(x, x_dtype, n);
     if (bad >= 0)
         return okv_ref_fail(err, OKV_ERROR_NONFINITE_INPUT, "rotate: x[%lld] (row %lld, head %lld) is not finite",
-                            (long long)bad, (long long)(bad / ((int64_t)n_heads * d)),
-                            (long long)(bad / d % n_heads));
+                            (long long)bad, (long long)(bad / ((int64_t)n_heads * d)), (long long)(bad / d % n_heads));
     bad = okv_ref_find_nonfinite(rotation, OKV_DTYPE_F32, (size_t)n_rot * d * d);
     if (bad >= 0)
         return okv_ref_fail(err, OKV_ERROR_NONFINITE_INPUT, "rotate: rotation[%lld] is not finite", (long long)bad);
@@ -59,9 +64,11 @@ okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_d
         for (int32_t h = 0; h < n_heads; ++h) {
             size_t base = ((size_t)t * n_heads + h) * d;
             const float *r = rotation + (per_head ? (size_t)(h / head_group) * d * d : 0);
-            for (int i = 0; i < d; ++i) row[i] = okv_ref_load(x, x_dtype, base + i);
+            for (int i = 0; i < d; ++i)
+                row[i] = okv_ref_load(x, x_dtype, base + i);
             okv_ref_rotate_row(row, r, d, transpose, row);
-            for (int i = 0; i < d; ++i) okv_ref_store(out, out_dtype, base + i, row[i]);
+            for (int i = 0; i < d; ++i)
+                okv_ref_store(out, out_dtype, base + i, row[i]);
         }
     return OKV_SUCCESS;
 }

@@ -23,8 +23,7 @@ static const scene_t scenes[3] = {
 
 /* Build a scene's cache: prefill, then single steps; rotations random orthogonal
  * (k then v, each [1, d, d]). Returns the max sequence length. */
-static int32_t build(tu_cache_t *c, const scene_t *s, uint64_t page_seed, int32_t spare, uint64_t data_seed,
-                     float *rot)
+static int32_t build(tu_cache_t *c, const scene_t *s, uint64_t page_seed, int32_t spare, uint64_t data_seed, float *rot)
 {
     const int32_t max_len = 300 + s->steps;
     tu_cache_init(c, &s->g, s->batch, max_len, spare, page_seed);
@@ -41,7 +40,8 @@ static int32_t build(tu_cache_t *c, const scene_t *s, uint64_t page_seed, int32_
         float *v = (float *)tu_calloc((size_t)n * hkv * d + 1, sizeof(float));
         tu_fill_normal(&rng, k, (size_t)n * hkv * d, 1.0);
         tu_fill_normal(&rng, v, (size_t)n * hkv * d, 1.0);
-        for (size_t i = 0; i < (size_t)n * hkv * d; i += 3) k[i] += 2.0f; /* a mean: peaked softmax */
+        for (size_t i = 0; i < (size_t)n * hkv * d; i += 3)
+            k[i] += 2.0f; /* a mean: peaked softmax */
         okv_err_t err;
         okv_status_t st = tu_append(c, k, v, OKV_DTYPE_F32, indptr, n, rot, rot + (size_t)d * d, 0, 0.96f, 0.92f, &err);
         ck_assert_msg(st == OKV_SUCCESS, "append: %s", err.msg);
@@ -49,7 +49,8 @@ static int32_t build(tu_cache_t *c, const scene_t *s, uint64_t page_seed, int32_
         free(v);
     }
     int32_t m = 0;
-    for (int32_t b = 0; b < s->batch; ++b) m = c->seq_lens[b] > m ? c->seq_lens[b] : m;
+    for (int32_t b = 0; b < s->batch; ++b)
+        m = c->seq_lens[b] > m ? c->seq_lens[b] : m;
     return m;
 }
 
@@ -71,7 +72,8 @@ static void decode_f64(tu_cache_t *c, int32_t max_len, const float *q, double sc
                 memcpy(kh + (size_t)t * d, k + (((size_t)b * max_len + t) * hkv + h) * d, sizeof(float) * (size_t)d);
                 memcpy(vh + (size_t)t * d, v + (((size_t)b * max_len + t) * hkv + h) * d, sizeof(float) * (size_t)d);
             }
-            for (int j = 0; j < d; ++j) qd[j] = q[((size_t)b * hq + i) * d + j];
+            for (int j = 0; j < d; ++j)
+                qd[j] = q[((size_t)b * hq + i) * d + j];
             lse[(size_t)b * hq + i] = tu_attention_f64(qd, kh, vh, len, d, scale, out + ((size_t)b * hq + i) * d);
         }
     free(k);
@@ -102,7 +104,8 @@ START_TEST(test_decode_vs_f64)
         for (int32_t i = 0; i < hq; ++i) {
             size_t row = (size_t)b * hq + i;
             if (c.seq_lens[b] == 0) {
-                for (int j = 0; j < d; ++j) ck_assert(out[row * d + j] == 0.0f);
+                for (int j = 0; j < d; ++j)
+                    ck_assert(out[row * d + j] == 0.0f);
                 ck_assert(isinf(lse[row]) && lse[row] < 0.0f);
                 continue;
             }
@@ -135,8 +138,8 @@ START_TEST(test_split_invariance)
     const int32_t splits[5] = {1, 2, 7, 64, 0};
     okv_err_t err;
     for (int t = 0; t < 5; ++t) {
-        tu_decode_args_t a = {q, OKV_DTYPE_F32, OKV_DTYPE_F32, t ? out : base, t ? lse : lse0, 0.0f, splits[t],
-                              NULL, 0, 0};
+        tu_decode_args_t a = {q, OKV_DTYPE_F32, OKV_DTYPE_F32, t ? out : base, t ? lse : lse0, 0.0f, splits[t], NULL, 0,
+                              0};
         ck_assert_msg(tu_decode(&c, &a, &err) == OKV_SUCCESS, "%s", err.msg);
         if (!t) continue;
         for (size_t r = 0; r < (size_t)s->batch * hq; ++r) {
@@ -231,11 +234,13 @@ START_TEST(test_rotation_invariance)
                 for (int j = 0; j < d; ++j)
                     xr[j] = ((tu_next(&rng) & 1u) ? -1.0 : 1.0) * (1.0 + (double)(tu_next(&rng) % 128u) / 128.0);
                 if (!kv)
-                    for (int j = 0; j < d; ++j) krot[((size_t)t * hkv + h) * d + j] = (float)xr[j];
+                    for (int j = 0; j < d; ++j)
+                        krot[((size_t)t * hkv + h) * d + j] = (float)xr[j];
                 float *dst = (kv ? v : k) + ((size_t)t * hkv + h) * d;
                 for (int i = 0; i < d; ++i) { /* x = x_rot R^T */
                     double sacc = 0.0;
-                    for (int j = 0; j < d; ++j) sacc += xr[j] * (double)r[(size_t)i * d + j];
+                    for (int j = 0; j < d; ++j)
+                        sacc += xr[j] * (double)r[(size_t)i * d + j];
                     dst[i] = (float)sacc;
                 }
             }
@@ -280,7 +285,8 @@ START_TEST(test_rotation_invariance)
                 memcpy(kh + (size_t)t * d, k + src, sizeof(float) * d);
                 memcpy(vh + (size_t)t * d, v + src, sizeof(float) * d);
             }
-            for (int j = 0; j < d; ++j) qd[j] = q[((size_t)b * hq + i) * d + j];
+            for (int j = 0; j < d; ++j)
+                qd[j] = q[((size_t)b * hq + i) * d + j];
             double l = tu_attention_f64(qd, kh, vh, lens[b], d, 0.125, ref);
             double e = tu_rel_err(out + ((size_t)b * hq + i) * d, ref, (size_t)d);
             ck_assert_msg(e < 1e-5, "seq %d head %d: rel err %g", b, i, e);
@@ -307,7 +313,8 @@ START_TEST(test_unrotate_output)
     build(&c, s, 4, 0, 400, rot);
     tu_rng_t rng = {58};
     float *rv = (float *)tu_calloc((size_t)hkv * d * d, 4);
-    for (int32_t h = 0; h < hkv; ++h) tu_random_orthogonal(&rng, d, rv + (size_t)h * d * d);
+    for (int32_t h = 0; h < hkv; ++h)
+        tu_random_orthogonal(&rng, d, rv + (size_t)h * d * d);
     size_t n = (size_t)s->batch * hq * d;
     float *q = (float *)tu_calloc(n, 4), *o = (float *)tu_calloc(n, 4), *ou = (float *)tu_calloc(n, 4);
     tu_fill_normal(&rng, q, n, 1.0);
@@ -321,7 +328,8 @@ START_TEST(test_unrotate_output)
         const float *R = rv + (size_t)((r % hq) / (hq / hkv)) * d * d;
         for (int i = 0; i < d; ++i) {
             double acc = 0.0;
-            for (int j = 0; j < d; ++j) acc += (double)o[r * d + j] * R[(size_t)i * d + j]; /* o R^T */
+            for (int j = 0; j < d; ++j)
+                acc += (double)o[r * d + j] * R[(size_t)i * d + j]; /* o R^T */
             ref[i] = acc;
         }
         ck_assert_msg(tu_rel_err(ou + r * d, ref, (size_t)d) < 1e-5, "row %zu", r);
@@ -359,7 +367,8 @@ START_TEST(test_decode_dtypes)
         tu_decode_args_t a = {q16, dts[t], dts[1 - t], o16, NULL, 0.3f, 0, NULL, 0, 0};
         ck_assert_int_eq(tu_decode(&c, &a, &err), OKV_SUCCESS);
         float *of = (float *)tu_calloc(n, 4);
-        for (size_t i = 0; i < n; ++i) of[i] = okv_ref_load(o16, dts[1 - t], i);
+        for (size_t i = 0; i < n; ++i)
+            of[i] = okv_ref_load(o16, dts[1 - t], i);
         double tol = dts[1 - t] == OKV_DTYPE_BF16 ? 8e-3 : 1e-3;
         for (size_t r = 0; r < (size_t)s->batch * hq; ++r)
             ck_assert_msg(tu_rel_err(of + r * d, ref + r * d, (size_t)d) < tol, "dtype %d row %zu", t, r);
@@ -384,7 +393,8 @@ START_TEST(test_prefill_vs_f64)
     int32_t max_len = build(&c, s, 7, 1, 600 + (uint64_t)_i, rot);
     const int32_t chunk[3] = {9, 4, 0};
     int32_t qptr[4] = {0, 0, 0, 0};
-    for (int32_t b = 0; b < s->batch; ++b) qptr[b + 1] = qptr[b] + chunk[b];
+    for (int32_t b = 0; b < s->batch; ++b)
+        qptr[b + 1] = qptr[b] + chunk[b];
     const int32_t rows = qptr[s->batch];
     tu_rng_t rng = {60};
     float *q = (float *)tu_calloc((size_t)rows * hq * d, 4), *out = (float *)tu_calloc((size_t)rows * hq * d, 4);
@@ -413,7 +423,8 @@ START_TEST(test_prefill_vs_f64)
     p.max_seq_len = max_len;
     ck_assert_msg(okv_ref_backend_ops()->prefill(NULL, &p, &err) == OKV_SUCCESS, "%s", err.msg);
     ck_assert(memcmp(int2_0, c.int2_pool, c.int2_page_bytes * (size_t)c.int2_pool_pages) == 0); /* read-only */
-    float *kh = (float *)tu_calloc((size_t)(max_len + 16) * d, 4), *vh = (float *)tu_calloc((size_t)(max_len + 16) * d, 4);
+    float *kh = (float *)tu_calloc((size_t)(max_len + 16) * d, 4),
+          *vh = (float *)tu_calloc((size_t)(max_len + 16) * d, 4);
     double qd[256], ref[256];
     for (int32_t b = 0; b < s->batch; ++b)
         for (int32_t i = 0; i < hq; ++i) {
@@ -428,7 +439,8 @@ START_TEST(test_prefill_vs_f64)
             }
             for (int32_t j = 0; j < chunk[b]; ++j) {
                 size_t row = ((size_t)qptr[b] + j) * hq + i;
-                for (int x = 0; x < d; ++x) qd[x] = q[row * d + x];
+                for (int x = 0; x < d; ++x)
+                    qd[x] = q[row * d + x];
                 tu_attention_f64(qd, kh, vh, (int64_t)len + j + 1, d, 1.0 / sqrt((double)d), ref);
                 double e = tu_rel_err(out + row * d, ref, (size_t)d);
                 ck_assert_msg(e < 1e-5, "seq %d chunk row %d head %d: rel err %g", b, j, i, e);

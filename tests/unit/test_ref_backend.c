@@ -18,16 +18,17 @@ START_TEST(test_table)
     ck_assert_uint_eq(ops->iface_version, OKV_BACKEND_IFACE_VERSION);
     ck_assert_uint_eq(ops->struct_size, sizeof(okv_backend_ops_t));
     ck_assert_str_eq(ops->name, "ref");
-    const void *fns[] = {(const void *)ops->probe,      (const void *)ops->device_info,
-                         (const void *)ops->create,     (const void *)ops->destroy,
-                         (const void *)ops->alloc,      (const void *)ops->release,
-                         (const void *)ops->write,      (const void *)ops->read,
+    const void *fns[] = {(const void *)ops->probe,       (const void *)ops->device_info,
+                         (const void *)ops->create,      (const void *)ops->destroy,
+                         (const void *)ops->alloc,       (const void *)ops->release,
+                         (const void *)ops->write,       (const void *)ops->read,
                          (const void *)ops->synchronize, (const void *)ops->rotate,
-                         (const void *)ops->append,     (const void *)ops->demote,
-                         (const void *)ops->dequantize, (const void *)ops->decode_workspace,
-                         (const void *)ops->decode,     (const void *)ops->prefill_workspace,
-                         (const void *)ops->prefill,    (const void *)ops->moments};
-    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; ++i) ck_assert_ptr_nonnull(fns[i]);
+                         (const void *)ops->append,      (const void *)ops->demote,
+                         (const void *)ops->dequantize,  (const void *)ops->decode_workspace,
+                         (const void *)ops->decode,      (const void *)ops->prefill_workspace,
+                         (const void *)ops->prefill,     (const void *)ops->moments};
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; ++i)
+        ck_assert_ptr_nonnull(fns[i]);
 
     int32_t n = 0;
     char reason[OKV_REASON_MAX];
@@ -50,7 +51,8 @@ START_TEST(test_table)
     ck_assert_int_ne(ops->create(1, NULL, &state, &err), OKV_SUCCESS);
     void *mem = NULL;
     ck_assert_int_eq(ops->alloc(state, 64, &mem, &err), OKV_SUCCESS);
-    for (int i = 0; i < 64; ++i) ck_assert_uint_eq(((uint8_t *)mem)[i], 0);
+    for (int i = 0; i < 64; ++i)
+        ck_assert_uint_eq(((uint8_t *)mem)[i], 0);
     const char msg[] = "0123456789";
     char back[10];
     ck_assert_int_eq(ops->write(state, mem, 7, msg, 10, &err), OKV_SUCCESS);
@@ -87,7 +89,8 @@ START_TEST(test_rotate_op_dtypes_and_nan)
     float *x = (float *)tu_calloc(n, 4), *y = (float *)tu_calloc(n, 4);
     uint16_t *xb = (uint16_t *)tu_calloc(n, 2), *yh = (uint16_t *)tu_calloc(n + 8, 2);
     tu_fill_normal(&rng, x, n, 1.0);
-    for (size_t i = 0; i < n; ++i) xb[i] = okv_f32_to_bf16(x[i]);
+    for (size_t i = 0; i < n; ++i)
+        xb[i] = okv_f32_to_bf16(x[i]);
     memset(yh, 0xee, (n + 8) * 2);
     okv_rotate_params_t p;
     memset(&p, 0, sizeof p);
@@ -105,10 +108,12 @@ START_TEST(test_rotate_op_dtypes_and_nan)
     for (size_t r = 0; r < (size_t)rows * nh; ++r)
         for (int j = 0; j < d; ++j) {
             double s = 0.0;
-            for (int i = 0; i < d; ++i) s += (double)okv_bf16_to_f32(xb[r * d + i]) * rot[(size_t)i * d + j];
+            for (int i = 0; i < d; ++i)
+                s += (double)okv_bf16_to_f32(xb[r * d + i]) * rot[(size_t)i * d + j];
             ck_assert_uint_eq(yh[r * d + j], okv_f32_to_f16((float)s));
         }
-    for (size_t i = n; i < n + 8; ++i) ck_assert_uint_eq(yh[i], 0xeeee); /* guard */
+    for (size_t i = n; i < n + 8; ++i)
+        ck_assert_uint_eq(yh[i], 0xeeee); /* guard */
     /* in place, f32 */
     memcpy(y, x, n * 4);
     p.x = tu_ref(y, n * 4);
@@ -143,7 +148,8 @@ START_TEST(test_moments_op)
     const size_t n = (size_t)rows * nh * d;
     float *x = (float *)tu_calloc(n, 4), *w = (float *)tu_calloc((size_t)rows * nh, 4);
     tu_fill_normal(&rng, x, n, 1.0);
-    for (int i = 0; i < rows * nh; ++i) w[i] = (float)tu_uniform(&rng);
+    for (int i = 0; i < rows * nh; ++i)
+        w[i] = (float)tu_uniform(&rng);
     const int na = nh / hg;
     double *acc = (double *)tu_calloc((size_t)na * d * d, 8), *ref = (double *)tu_calloc((size_t)na * d * d, 8);
     float *accf = (float *)tu_calloc((size_t)na * d * d, 4);
@@ -151,9 +157,8 @@ START_TEST(test_moments_op)
         for (int h = 0; h < nh; ++h)
             for (int i = 0; i < d; ++i)
                 for (int j = 0; j < d; ++j)
-                    ref[((size_t)(h / hg) * d + i) * d + j] += 2.0 * (double)w[t * nh + h] *
-                                                               x[((size_t)t * nh + h) * d + i] *
-                                                               x[((size_t)t * nh + h) * d + j];
+                    ref[((size_t)(h / hg) * d + i) * d + j] +=
+                        2.0 * (double)w[t * nh + h] * x[((size_t)t * nh + h) * d + i] * x[((size_t)t * nh + h) * d + j];
     okv_moments_params_t p;
     memset(&p, 0, sizeof p);
     p.size = sizeof p;
@@ -220,8 +225,8 @@ START_TEST(test_public_api_matches_table)
     memset(&sz, 0, sizeof sz);
     sz.size = sizeof sz;
     ck_assert_int_eq(okv_cache_get_sizes(&desc, &sz), OKV_SUCCESS);
-    const tu_geom_t g = {8, 2, 64, 0, (int32_t)desc.meta_dtype, (int32_t)desc.quantizer, (int32_t)desc.clip_mode,
-                         4, 16, 8, 16};
+    const tu_geom_t g = {8, 2,  64, 0, (int32_t)desc.meta_dtype, (int32_t)desc.quantizer, (int32_t)desc.clip_mode,
+                         4, 16, 8,  16};
     tu_cache_t host;
     tu_cache_init(&host, &g, 2, 128, 0, 77);
     ck_assert_uint_eq(sz.int2_page_bytes, host.int2_page_bytes);
@@ -229,9 +234,9 @@ START_TEST(test_public_api_matches_table)
     ck_assert_int_eq(sz.bf16_pages_per_seq, host.bf16_pages_per_seq);
 
     /* device (ref) buffers mirroring the host cache's tables */
-#define MK(name, ptr, bytes)                                                                                        \
-    okv_buffer_t *name = NULL;                                                                                      \
-    ck_assert_int_eq(okv_buffer_create(ctx, (bytes), &name), OKV_SUCCESS);                                         \
+#define MK(name, ptr, bytes)                                                                                           \
+    okv_buffer_t *name = NULL;                                                                                         \
+    ck_assert_int_eq(okv_buffer_create(ctx, (bytes), &name), OKV_SUCCESS);                                             \
     ck_assert_int_eq(okv_buffer_write(ctx, name, 0, (ptr), (bytes)), OKV_SUCCESS)
     size_t i2b = host.int2_page_bytes * (size_t)host.int2_pool_pages,
            bfb = host.bf16_page_bytes * (size_t)host.bf16_pool_pages;
@@ -282,9 +287,9 @@ START_TEST(test_public_api_matches_table)
     ap.v_rotation = (okv_ref_t){b_rot, 0};
     ck_assert_msg(okv_append(ctx, &ap) == OKV_SUCCESS, "%s", okv_context_last_error(ctx));
     okv_err_t err;
-    ck_assert_int_eq(tu_append(&host, k, v, OKV_DTYPE_F32, indptr, rows, rot, rot, 0, ap.k_clip_ratio,
-                               ap.v_clip_ratio, &err),
-                     OKV_SUCCESS);
+    ck_assert_int_eq(
+        tu_append(&host, k, v, OKV_DTYPE_F32, indptr, rows, rot, rot, 0, ap.k_clip_ratio, ap.v_clip_ratio, &err),
+        OKV_SUCCESS);
     uint8_t *i2 = (uint8_t *)tu_calloc(i2b, 1), *bf = (uint8_t *)tu_calloc(bfb, 1);
     int32_t lens[2], i2lens[2];
     ck_assert_int_eq(okv_buffer_read(ctx, b_i2, 0, i2, i2b), OKV_SUCCESS);
@@ -299,7 +304,8 @@ START_TEST(test_public_api_matches_table)
     const size_t nq = 2 * 8 * 64;
     uint16_t *q = (uint16_t *)tu_calloc(nq, 2), *o_api = (uint16_t *)tu_calloc(nq, 2),
              *o_tab = (uint16_t *)tu_calloc(nq, 2);
-    for (size_t i = 0; i < nq; ++i) q[i] = okv_f32_to_bf16((float)tu_normal(&rng));
+    for (size_t i = 0; i < nq; ++i)
+        q[i] = okv_f32_to_bf16((float)tu_normal(&rng));
     MK(b_q, q, nq * 2);
     MK(b_o, o_api, nq * 2);
     okv_decode_params_t dp;
@@ -324,9 +330,10 @@ START_TEST(test_public_api_matches_table)
     ck_assert_int_eq(okv_decode_attention(ctx, &dp), OKV_ERROR_INVALID_ARGUMENT);
     ck_assert_ptr_nonnull(strstr(okv_context_last_error(ctx), "sequence 0"));
 
-    okv_buffer_t *all[] = {b_i2, b_bf, b_i2ptr, b_i2idx, b_bfptr, b_bfidx, b_len, b_i2len,
-                           b_k,  b_v,  b_rot,   b_ptr,   b_q,     b_o};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) okv_buffer_destroy(all[i]);
+    okv_buffer_t *all[] = {b_i2,    b_bf, b_i2ptr, b_i2idx, b_bfptr, b_bfidx, b_len,
+                           b_i2len, b_k,  b_v,     b_rot,   b_ptr,   b_q,     b_o};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        okv_buffer_destroy(all[i]);
 #undef MK
     free(q);
     free(o_api);

@@ -36,7 +36,8 @@ static okv_status_t append_random(tu_cache_t *c, rows_t *r, tu_rng_t *rng, const
 {
     const int32_t hkv = c->desc.n_kv_heads, d = c->desc.head_dim;
     int32_t *indptr = (int32_t *)tu_calloc((size_t)c->batch + 1, sizeof(int32_t));
-    for (int32_t b = 0; b < c->batch; ++b) indptr[b + 1] = indptr[b] + n[b];
+    for (int32_t b = 0; b < c->batch; ++b)
+        indptr[b + 1] = indptr[b] + n[b];
     int32_t total = indptr[c->batch];
     float *k = (float *)tu_calloc((size_t)total * hkv * d + 1, sizeof(float));
     float *v = (float *)tu_calloc((size_t)total * hkv * d + 1, sizeof(float));
@@ -61,7 +62,8 @@ static void rotate_expect(const float *x, const float *rot, int d, float *out)
 {
     for (int j = 0; j < d; ++j) {
         double s = 0.0;
-        for (int i = 0; i < d; ++i) s += (double)x[i] * (double)rot[(size_t)i * d + j];
+        for (int i = 0; i < d; ++i)
+            s += (double)x[i] * (double)rot[(size_t)i * d + j];
         out[j] = (float)s;
     }
 }
@@ -96,12 +98,13 @@ static void check_tiers(const tu_cache_t *c, const rows_t *r, int32_t b, const f
                     continue;
                 }
                 if (int2_src(b, p) == SRC_BF16)
-                    for (int i = 0; i < d; ++i) x[i] = okv_bf16_to_f32(okv_f32_to_bf16(x[i]));
+                    for (int i = 0; i < d; ++i)
+                        x[i] = okv_bf16_to_f32(okv_f32_to_bf16(x[i]));
                 ck_assert(okv_ref_quantize_row(x, d, rc->group_size, kv ? vclip : kclip, rc->clip_mode, rc->quantizer,
                                                rc->meta_dtype, codes, meta));
                 okv_ref_cache_read_int2(rc, b, p - rc->sink, kv, h, got_codes, got_meta);
-                ck_assert_msg(memcmp(codes, got_codes, (size_t)d / 4) == 0, "seq %d pos %d kv %d head %d: codes", b,
-                              p, kv, h);
+                ck_assert_msg(memcmp(codes, got_codes, (size_t)d / 4) == 0, "seq %d pos %d kv %d head %d: codes", b, p,
+                              kv, h);
                 for (int gi = 0; gi < 2 * (d / rc->group_size); ++gi)
                     ck_assert_msg(meta[gi] == got_meta[gi], "seq %d pos %d kv %d head %d: meta %d %g vs %g", b, p, kv,
                                   h, gi, (double)got_meta[gi], (double)meta[gi]);
@@ -184,7 +187,8 @@ START_TEST(test_prefill_placement)
     ck_assert_int_eq(c.seq_lens[0], 50);
     ck_assert_int_eq(c.seq_lens[1], 30);
     ck_assert_int_eq(c.int2_lens[1], 18);
-    for (int32_t b = 0; b < 2; ++b) check_tiers(&c, &r, b, rot, rot, 0, 0.96f, 0.92f, src_prefill);
+    for (int32_t b = 0; b < 2; ++b)
+        check_tiers(&c, &r, b, rot, rot, 0, 0.96f, 0.92f, src_prefill);
     /* direct rows really come from f32: some metadata differs from the bf16 route */
     int differs = 0;
     float x[64], m32[2], m16[2];
@@ -192,7 +196,8 @@ START_TEST(test_prefill_placement)
     for (int32_t p = 4; p < 42 && !differs; ++p) {
         rotate_expect(row_at(&r, 0, p, 0, 0), rot, 64, x);
         okv_ref_quantize_row(x, 64, 64, 0.96f, 0, 0, 0, codes, m32);
-        for (int i = 0; i < 64; ++i) x[i] = okv_bf16_to_f32(okv_f32_to_bf16(x[i]));
+        for (int i = 0; i < 64; ++i)
+            x[i] = okv_bf16_to_f32(okv_f32_to_bf16(x[i]));
         okv_ref_quantize_row(x, 64, 64, 0.96f, 0, 0, 0, codes, m16);
         differs = m32[0] != m16[0] || m32[1] != m16[1];
     }
@@ -220,19 +225,22 @@ START_TEST(test_demote_op)
     ck_assert_int_eq(c.int2_lens[0], 3);
     ck_assert_int_eq(c.int2_lens[1], 0); /* all sink: nothing to demote */
     ck_assert_int_eq(c.seq_lens[0], 14);
-    for (int32_t b = 0; b < 2; ++b) check_tiers(&c, &r, b, rot, rot, 0, 0.9f, 0.9f, src_all_bf16);
+    for (int32_t b = 0; b < 2; ++b)
+        check_tiers(&c, &r, b, rot, rot, 0, 0.9f, 0.9f, src_all_bf16);
     ck_assert_int_eq(tu_demote(&c, 100, 0.9f, 0.9f, &err), OKV_SUCCESS);
     ck_assert_int_eq(c.int2_lens[0], 10); /* the whole recent window, never the sink */
     ck_assert_int_eq(tu_demote(&c, 5, 0.9f, 0.9f, &err), OKV_SUCCESS);
     ck_assert_int_eq(c.int2_lens[0], 10);
-    for (int32_t b = 0; b < 2; ++b) check_tiers(&c, &r, b, rot, rot, 0, 0.9f, 0.9f, src_all_bf16);
+    for (int32_t b = 0; b < 2; ++b)
+        check_tiers(&c, &r, b, rot, rot, 0, 0.9f, 0.9f, src_all_bf16);
     /* appending after a demotion keeps the ring consistent */
     int32_t n2[2] = {3, 5};
     ck_assert_int_eq(append_random(&c, &r, &rng, n2, rot, rot, 0, 0.9f, 0.9f, 1.0, &err), OKV_SUCCESS);
     ck_assert_int_eq(c.seq_lens[0], 17);
     ck_assert_int_eq(c.int2_lens[0], 10);
     ck_assert_int_eq(c.int2_lens[1], 0);
-    for (int32_t b = 0; b < 2; ++b) check_tiers(&c, &r, b, rot, rot, 0, 0.9f, 0.9f, src_all_bf16);
+    for (int32_t b = 0; b < 2; ++b)
+        check_tiers(&c, &r, b, rot, rot, 0, 0.9f, 0.9f, src_all_bf16);
     free(rot);
     free(r.x);
     tu_cache_free(&c);
@@ -366,10 +374,8 @@ static void snap_check(const tu_cache_t *c, const snap_t *s, const char *what)
 {
     ck_assert_msg(memcmp(s->int2, c->int2_pool, s->int2_bytes) == 0, "%s: INT2 pool changed", what);
     ck_assert_msg(memcmp(s->bf16, c->bf16_pool, s->bf16_bytes) == 0, "%s: BF16 pool changed", what);
-    ck_assert_msg(memcmp(s->lens, c->seq_lens, sizeof(int32_t) * (size_t)c->batch) == 0, "%s: seq_lens changed",
-                  what);
-    ck_assert_msg(memcmp(s->i2, c->int2_lens, sizeof(int32_t) * (size_t)c->batch) == 0, "%s: int2_lens changed",
-                  what);
+    ck_assert_msg(memcmp(s->lens, c->seq_lens, sizeof(int32_t) * (size_t)c->batch) == 0, "%s: seq_lens changed", what);
+    ck_assert_msg(memcmp(s->i2, c->int2_lens, sizeof(int32_t) * (size_t)c->batch) == 0, "%s: int2_lens changed", what);
 }
 
 static void snap_free(snap_t *s)
@@ -378,17 +384,16 @@ static void snap_free(snap_t *s)
     free(s->bf16);
 }
 
-#define EXPECT_FAIL(call, status, what)                                                                             \
-    do {                                                                                                            \
-        snap_t s_;                                                                                                  \
-        snap_take(&c, &s_);                                                                                         \
-        err.msg[0] = 0;                                                                                             \
-        okv_status_t st_ = (call);                                                                                  \
-        ck_assert_msg(st_ == (status), "%s: status %d, expected %d (%s)", (what), (int)st_, (int)(status),         \
-                      err.msg);                                                                                     \
-        ck_assert_msg(err.msg[0] != 0, "%s: no detail", (what));                                                    \
-        snap_check(&c, &s_, (what));                                                                                \
-        snap_free(&s_);                                                                                             \
+#define EXPECT_FAIL(call, status, what)                                                                                \
+    do {                                                                                                               \
+        snap_t s_;                                                                                                     \
+        snap_take(&c, &s_);                                                                                            \
+        err.msg[0] = 0;                                                                                                \
+        okv_status_t st_ = (call);                                                                                     \
+        ck_assert_msg(st_ == (status), "%s: status %d, expected %d (%s)", (what), (int)st_, (int)(status), err.msg);   \
+        ck_assert_msg(err.msg[0] != 0, "%s: no detail", (what));                                                       \
+        snap_check(&c, &s_, (what));                                                                                   \
+        snap_free(&s_);                                                                                                \
     } while (0)
 
 START_TEST(test_invalid_page_tables)
@@ -409,29 +414,29 @@ START_TEST(test_invalid_page_tables)
     /* INT2 page index outside the pool */
     saved = c.int2_indices[c.int2_indptr[1]];
     c.int2_indices[c.int2_indptr[1]] = c.int2_pool_pages;
-    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err),
-                OKV_ERROR_INVALID_ARGUMENT, "int2 index past pool");
+    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err), OKV_ERROR_INVALID_ARGUMENT,
+                "int2 index past pool");
     ck_assert_msg(strstr(err.msg, "sequence 1") != NULL, "detail: %s", err.msg);
     c.int2_indices[c.int2_indptr[1]] = saved;
     /* negative BF16 page index */
     saved = c.bf16_indices[1];
     c.bf16_indices[1] = -1;
-    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err),
-                OKV_ERROR_INVALID_ARGUMENT, "negative bf16 index");
+    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err), OKV_ERROR_INVALID_ARGUMENT,
+                "negative bf16 index");
     ck_assert_msg(strstr(err.msg, "sequence 0") != NULL, "detail: %s", err.msg);
     c.bf16_indices[1] = saved;
     /* too few INT2 pages for the new length: sequence 1 lists only what it has now */
     saved = c.int2_indptr[2];
     c.int2_indptr[2] = c.int2_indptr[1] + (c.int2_lens[1] + 3) / 4;
     int32_t big[2] = {0, 12};
-    EXPECT_FAIL(append_random(&c, NULL, &rng, big, rot, rot, 0, 0.96f, 0.92f, 1.0, &err),
-                OKV_ERROR_INVALID_ARGUMENT, "too few int2 pages");
+    EXPECT_FAIL(append_random(&c, NULL, &rng, big, rot, rot, 0, 0.96f, 0.92f, 1.0, &err), OKV_ERROR_INVALID_ARGUMENT,
+                "too few int2 pages");
     c.int2_indptr[2] = saved;
     /* indptr not monotone */
     saved = c.int2_indptr[1];
     c.int2_indptr[1] = c.int2_indptr[2] + 1;
-    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err),
-                OKV_ERROR_INVALID_ARGUMENT, "indptr not monotone");
+    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err), OKV_ERROR_INVALID_ARGUMENT,
+                "indptr not monotone");
     c.int2_indptr[1] = saved;
     /* inconsistent lengths: int2_len beyond seq_len - S0, recent window too long, negative */
     saved = c.int2_lens[0];
@@ -440,8 +445,8 @@ START_TEST(test_invalid_page_tables)
     c.int2_lens[0] = 0; /* recent window 16 > W + F - 1 */
     EXPECT_FAIL(tu_demote(&c, 1, 0.96f, 0.92f, &err), OKV_ERROR_INVALID_ARGUMENT, "recent window too long");
     c.int2_lens[0] = -1;
-    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err),
-                OKV_ERROR_INVALID_ARGUMENT, "negative int2_len");
+    EXPECT_FAIL(append_random(&c, NULL, &rng, step, rot, rot, 0, 0.96f, 0.92f, 1.0, &err), OKV_ERROR_INVALID_ARGUMENT,
+                "negative int2_len");
     c.int2_lens[0] = saved;
 
     /* read-only ops report the same and leave their outputs alone */
@@ -461,19 +466,25 @@ START_TEST(test_invalid_page_tables)
     memset(lse, 0xff, sizeof lse);
     tu_decode_args_t a = {q, OKV_DTYPE_F32, OKV_DTYPE_F32, out, lse, 0.0f, 3, NULL, 0, 0};
     EXPECT_FAIL(tu_decode(&c, &a, &err), OKV_ERROR_INVALID_ARGUMENT, "decode bad page");
-    for (size_t i = 0; i < sizeof out; ++i) ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
-    for (size_t i = 0; i < sizeof lse; ++i) ck_assert_uint_eq(((uint8_t *)lse)[i], 0xff);
+    for (size_t i = 0; i < sizeof out; ++i)
+        ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
+    for (size_t i = 0; i < sizeof lse; ++i)
+        ck_assert_uint_eq(((uint8_t *)lse)[i], 0xff);
     c.int2_indices[0] = saved = c.int2_indices[0]; /* restore below from a fresh table */
-    for (int32_t b = 0; b <= 2; ++b) c.int2_indptr[b] = b * c.int2_pages_per_seq;
+    for (int32_t b = 0; b <= 2; ++b)
+        c.int2_indptr[b] = b * c.int2_pages_per_seq;
     tu_rng_t pr = {17};
     int32_t *perm = (int32_t *)tu_calloc((size_t)c.int2_pool_pages, sizeof(int32_t));
     tu_permutation(&pr, c.int2_pool_pages, perm);
-    for (int32_t i = 0; i < 2 * c.int2_pages_per_seq; ++i) c.int2_indices[i] = perm[i];
+    for (int32_t i = 0; i < 2 * c.int2_pages_per_seq; ++i)
+        c.int2_indices[i] = perm[i];
     free(perm);
     /* the restored table works, and outputs beyond the written rows keep their guard bytes */
     ck_assert_msg(tu_decode(&c, &a, &err) == OKV_SUCCESS, "%s", err.msg);
-    for (size_t i = 2 * 2 * 64 * sizeof(float); i < sizeof out; ++i) ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
-    for (size_t i = 2 * 2 * sizeof(float); i < sizeof lse; ++i) ck_assert_uint_eq(((uint8_t *)lse)[i], 0xff);
+    for (size_t i = 2 * 2 * 64 * sizeof(float); i < sizeof out; ++i)
+        ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
+    for (size_t i = 2 * 2 * sizeof(float); i < sizeof lse; ++i)
+        ck_assert_uint_eq(((uint8_t *)lse)[i], 0xff);
     /* dequantize: out_indptr too short for a sequence */
     int32_t bad_indptr[3] = {0, 5, 64};
     okv_dequantize_params_t p;
@@ -532,12 +543,15 @@ START_TEST(test_invalid_nonfinite)
     memset(lse, 0xff, sizeof lse);
     tu_decode_args_t a = {q, OKV_DTYPE_F32, OKV_DTYPE_F32, out, lse, 0.0f, 2, rot, 0, 1};
     EXPECT_FAIL(tu_decode(&c, &a, &err), OKV_ERROR_NONFINITE_INPUT, "NaN in v_rotation");
-    for (size_t i = 0; i < sizeof out; ++i) ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
+    for (size_t i = 0; i < sizeof out; ++i)
+        ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
     rot[77] = saved;
     q[70] = INFINITY;
     EXPECT_FAIL(tu_decode(&c, &a, &err), OKV_ERROR_NONFINITE_INPUT, "Inf in q");
-    for (size_t i = 0; i < sizeof out; ++i) ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
-    for (size_t i = 0; i < sizeof lse; ++i) ck_assert_uint_eq(((uint8_t *)lse)[i], 0xff);
+    for (size_t i = 0; i < sizeof out; ++i)
+        ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
+    for (size_t i = 0; i < sizeof lse; ++i)
+        ck_assert_uint_eq(((uint8_t *)lse)[i], 0xff);
     /* prefill: NaN in k_new */
     q[70] = 0.0f;
     k[5] = NAN;
@@ -555,7 +569,8 @@ START_TEST(test_invalid_nonfinite)
     pp.out = tu_ref(out, sizeof out);
     pp.out_dtype = OKV_DTYPE_F32;
     EXPECT_FAIL(okv_ref_backend_ops()->prefill(NULL, &pp, &err), OKV_ERROR_NONFINITE_INPUT, "NaN in k_new");
-    for (size_t i = 0; i < sizeof out; ++i) ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
+    for (size_t i = 0; i < sizeof out; ++i)
+        ck_assert_uint_eq(((uint8_t *)out)[i], 0xff);
     free(k);
     free(v);
     free(rot);
@@ -581,7 +596,8 @@ START_TEST(test_invalid_metadata_overflow)
     float *k = (float *)tu_calloc(nel, sizeof(float)), *v = (float *)tu_calloc(nel, sizeof(float));
     tu_fill_normal(&rng, k, nel, 1.0);
     tu_fill_normal(&rng, v, nel, 1.0);
-    for (size_t i = (size_t)3 * 256; i < nel; ++i) v[i] *= 1e6f;
+    for (size_t i = (size_t)3 * 256; i < nel; ++i)
+        v[i] *= 1e6f;
     EXPECT_FAIL(tu_append(&c, k, v, OKV_DTYPE_F32, indptr, 43, ident, ident, 0, 1.0f, 1.0f, &err),
                 OKV_ERROR_METADATA_OVERFLOW, "f16 metadata overflow (direct)");
     ck_assert_msg(strstr(err.msg, "sequence 1") != NULL, "detail: %s", err.msg);

@@ -27,13 +27,17 @@ START_TEST(test_pack_quartered_hand)
     /* d = 64, code = channel / 16 (the quarter index): every byte is 0b11100100 */
     int c64[64];
     uint8_t b64[16];
-    for (int i = 0; i < 64; ++i) c64[i] = i / 16;
+    for (int i = 0; i < 64; ++i)
+        c64[i] = i / 16;
     okv_ref_pack_row(c64, 64, b64);
-    for (int i = 0; i < 16; ++i) ck_assert_uint_eq(b64[i], 0xe4);
+    for (int i = 0; i < 16; ++i)
+        ck_assert_uint_eq(b64[i], 0xe4);
     /* code = channel % 4: byte i = (i % 4) * 0b01010101 */
-    for (int i = 0; i < 64; ++i) c64[i] = i % 4;
+    for (int i = 0; i < 64; ++i)
+        c64[i] = i % 4;
     okv_ref_pack_row(c64, 64, b64);
-    for (int i = 0; i < 16; ++i) ck_assert_uint_eq(b64[i], (unsigned)(i % 4) * 0x55u);
+    for (int i = 0; i < 16; ++i)
+        ck_assert_uint_eq(b64[i], (unsigned)(i % 4) * 0x55u);
     ck_assert_int_eq(okv_unpack_code(0xe4, 0), 0);
     ck_assert_int_eq(okv_unpack_code(0xe4, 3), 3);
 }
@@ -46,11 +50,14 @@ START_TEST(test_pack_roundtrip)
     for (int t = 0; t < 3; ++t) {
         int d = ds[t], c[256], back[256];
         uint8_t bytes[64];
-        for (int i = 0; i < d; ++i) c[i] = (int)(tu_next(&r) & 3u);
+        for (int i = 0; i < d; ++i)
+            c[i] = (int)(tu_next(&r) & 3u);
         okv_ref_pack_row(c, d, bytes);
         okv_ref_unpack_row(bytes, d, back);
-        for (int i = 0; i < d; ++i) ck_assert_int_eq(back[i], c[i]);
-        for (int i = 0; i < d / 4; ++i) ck_assert_int_eq(okv_unpack_code(bytes[i], 2), c[i + d / 2]);
+        for (int i = 0; i < d; ++i)
+            ck_assert_int_eq(back[i], c[i]);
+        for (int i = 0; i < d / 4; ++i)
+            ck_assert_int_eq(okv_unpack_code(bytes[i], 2), c[i + d / 2]);
     }
 }
 END_TEST
@@ -67,12 +74,12 @@ START_TEST(test_f16_conversions)
     ck_assert_uint_eq(okv_f32_to_f16(1e6f), 0x7c00);
     ck_assert_uint_eq(okv_f32_to_f16(-INFINITY), 0xfc00);
     ck_assert_uint_eq(okv_f32_to_f16(NAN) & 0x7fffu, 0x7e00);
-    ck_assert_uint_eq(okv_f32_to_f16(6.103515625e-05f), 0x0400);          /* min normal */
-    ck_assert_uint_eq(okv_f32_to_f16(5.9604644775390625e-08f), 0x0001);   /* min subnormal */
-    ck_assert_uint_eq(okv_f32_to_f16(2.98023223876953125e-08f), 0x0000);  /* tie -> even 0 */
-    ck_assert_uint_eq(okv_f32_to_f16(8.94069671630859375e-08f), 0x0002);  /* 1.5 ulp: tie -> even 2 */
-    ck_assert_uint_eq(okv_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);           /* tie -> even */
-    ck_assert_uint_eq(okv_f32_to_f16(1.0f + 3.0f * 0x1p-11f), 0x3c02);    /* tie -> even (up) */
+    ck_assert_uint_eq(okv_f32_to_f16(6.103515625e-05f), 0x0400);           /* min normal */
+    ck_assert_uint_eq(okv_f32_to_f16(5.9604644775390625e-08f), 0x0001);    /* min subnormal */
+    ck_assert_uint_eq(okv_f32_to_f16(2.98023223876953125e-08f), 0x0000);   /* tie -> even 0 */
+    ck_assert_uint_eq(okv_f32_to_f16(8.94069671630859375e-08f), 0x0002);   /* 1.5 ulp: tie -> even 2 */
+    ck_assert_uint_eq(okv_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);            /* tie -> even */
+    ck_assert_uint_eq(okv_f32_to_f16(1.0f + 3.0f * 0x1p-11f), 0x3c02);     /* tie -> even (up) */
     ck_assert_uint_eq(okv_f32_to_f16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01); /* above tie */
     ck_assert_uint_eq(okv_f32_to_f16(-0.0f), 0x8000);
     ck_assert(okv_f16_to_f32(0x3555) == 0.333251953125f);
@@ -99,8 +106,8 @@ START_TEST(test_bf16_conversions)
     ck_assert_uint_eq(okv_f32_to_bf16(-0.0f), 0x8000);
     ck_assert_uint_eq(okv_f32_to_bf16(u2f(0x7fc00000u)), 0x7fc0);
     ck_assert_uint_eq(okv_f32_to_bf16(u2f(0x7f800001u)), 0x7fc0); /* signalling NaN stays NaN */
-    ck_assert_uint_eq(okv_f32_to_bf16(FLT_MAX), 0x7f80);           /* rounds to inf */
-    ck_assert_uint_eq(okv_f32_to_bf16(1e6f), 0x4974);               /* 999424 */
+    ck_assert_uint_eq(okv_f32_to_bf16(FLT_MAX), 0x7f80);          /* rounds to inf */
+    ck_assert_uint_eq(okv_f32_to_bf16(1e6f), 0x4974);             /* 999424 */
     ck_assert(okv_bf16_to_f32(0x4974) == 999424.0f);
     for (uint32_t h = 0; h < 0x10000u; ++h) {
         if ((h & 0x7f80u) == 0x7f80u) continue;
@@ -112,7 +119,8 @@ END_TEST
 START_TEST(test_clip_tau_hand)
 {
     float x[64];
-    for (int i = 0; i < 64; ++i) x[i] = (i % 2 ? -1.0f : 1.0f) * (float)(i + 1); /* |x| = 1..64 */
+    for (int i = 0; i < 64; ++i)
+        x[i] = (i % 2 ? -1.0f : 1.0f) * (float)(i + 1); /* |x| = 1..64 */
     /* floor(0.96 * 64) = 61: the 62nd smallest |x| = 62 */
     ck_assert(okv_clip_tau(x, 64, 0.96f, OKV_FMT_CLIP_SORT) == 62.0f);
     /* bisection: 32, 48, 56, 60 (4 above > 3 allowed), 62 (2 above), 61 (3 above), 60.5 -> hi = 61 */
@@ -121,7 +129,8 @@ START_TEST(test_clip_tau_hand)
     ck_assert(okv_clip_tau(x, 64, 1.0f, OKV_FMT_CLIP_BISECT) < 0.0f);
     /* d = 128: 0.92 clips the 10 largest, 0.96 the 5 largest */
     float y[128];
-    for (int i = 0; i < 128; ++i) y[i] = (float)(127 - i);
+    for (int i = 0; i < 128; ++i)
+        y[i] = (float)(127 - i);
     ck_assert(okv_clip_tau(y, 128, 0.92f, OKV_FMT_CLIP_SORT) == 117.0f);
     ck_assert(okv_clip_tau(y, 128, 0.96f, OKV_FMT_CLIP_SORT) == 122.0f);
 }
@@ -132,23 +141,25 @@ START_TEST(test_quantize_row_hand)
     float x[64], meta[4], out[64];
     uint8_t codes[16];
     int c[64];
-    for (int i = 0; i < 64; ++i) x[i] = (float)i;
+    for (int i = 0; i < 64; ++i)
+        x[i] = (float)i;
     /* lo 0, hi 63, scale 21: code = floor(i / 21 + 0.5) */
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes,
-                                   meta));
+    ck_assert(
+        okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes, meta));
     ck_assert(meta[0] == 21.0f && meta[1] == 0.0f);
     okv_ref_unpack_row(codes, 64, c);
-    for (int i = 0; i < 64; ++i) ck_assert_int_eq(c[i], i <= 10 ? 0 : (i <= 31 ? 1 : (i <= 52 ? 2 : 3)));
+    for (int i = 0; i < 64; ++i)
+        ck_assert_int_eq(c[i], i <= 10 ? 0 : (i <= 31 ? 1 : (i <= 52 ? 2 : 3)));
     okv_ref_dequantize_row(codes, meta, 64, 64, out);
     ck_assert(out[0] == 0.0f && out[11] == 21.0f && out[40] == 42.0f && out[63] == 63.0f);
     /* fp16 metadata: same values (exact in f16) */
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F16, codes,
-                                   meta));
+    ck_assert(
+        okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F16, codes, meta));
     ck_assert(meta[0] == 21.0f && meta[1] == 0.0f);
 
     /* two groups of 32: [0, 31] and [32, 63] */
-    ck_assert(okv_ref_quantize_row(x, 64, 32, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes,
-                                   meta));
+    ck_assert(
+        okv_ref_quantize_row(x, 64, 32, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes, meta));
     ck_assert(meta[0] == 31.0f / 3.0f && meta[1] == 0.0f && meta[2] == 31.0f / 3.0f && meta[3] == 32.0f);
     okv_ref_unpack_row(codes, 64, c);
     ck_assert_int_eq(c[5], 0);
@@ -157,26 +168,30 @@ START_TEST(test_quantize_row_hand)
     ck_assert_int_eq(c[32], 0);
 
     /* clip 0.96 on |x| = 1..64: tau 62, lo 1, hi 62 */
-    for (int i = 0; i < 64; ++i) x[i] = (float)(i + 1);
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 0.96f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32,
-                                   codes, meta));
+    for (int i = 0; i < 64; ++i)
+        x[i] = (float)(i + 1);
+    ck_assert(okv_ref_quantize_row(x, 64, 64, 0.96f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes,
+                                   meta));
     ck_assert(meta[0] == 61.0f / 3.0f && meta[1] == 1.0f);
     okv_ref_dequantize_row(codes, meta, 64, 64, out);
     ck_assert(out[63] == 1.0f + 3.0f * (61.0f / 3.0f));
 
     /* a constant row: scale 1e-8/3 (f32) and every value decodes to lo */
-    for (int i = 0; i < 64; ++i) x[i] = 0.5f;
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes,
-                                   meta));
+    for (int i = 0; i < 64; ++i)
+        x[i] = 0.5f;
+    ck_assert(
+        okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes, meta));
     ck_assert(meta[0] == 1e-8f / 3.0f && meta[1] == 0.5f);
     okv_ref_dequantize_row(codes, meta, 64, 64, out);
-    for (int i = 0; i < 64; ++i) ck_assert(out[i] == 0.5f);
+    for (int i = 0; i < 64; ++i)
+        ck_assert(out[i] == 0.5f);
     /* with f16 meta the tiny scale underflows to 0: still lo everywhere */
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F16, codes,
-                                   meta));
+    ck_assert(
+        okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F16, codes, meta));
     ck_assert(meta[0] == 0.0f);
     okv_ref_dequantize_row(codes, meta, 64, 64, out);
-    for (int i = 0; i < 64; ++i) ck_assert(out[i] == 0.5f);
+    for (int i = 0; i < 64; ++i)
+        ck_assert(out[i] == 0.5f);
 }
 END_TEST
 
@@ -185,17 +200,19 @@ START_TEST(test_quantize_lloyd_hand)
     float x[64], meta[2];
     uint8_t codes[16];
     int c[64];
-    for (int i = 0; i < 64; ++i) x[i] = (i % 2) ? 1.0f : -1.0f; /* mu 0, sigma 1 */
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_LLOYD_MAX, OKV_FMT_META_F32,
-                                   codes, meta));
+    for (int i = 0; i < 64; ++i)
+        x[i] = (i % 2) ? 1.0f : -1.0f; /* mu 0, sigma 1 */
+    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_LLOYD_MAX, OKV_FMT_META_F32, codes,
+                                   meta));
     float spacing = 1.16f * (2.0f * 1.5104f / 3.0f);
     ck_assert_float_eq_tol(meta[0], spacing, 1e-6f);
     ck_assert_float_eq_tol(meta[1], -1.5f * spacing, 1e-6f);
     okv_ref_unpack_row(codes, 64, c);
-    for (int i = 0; i < 64; ++i) ck_assert_int_eq(c[i], (i % 2) ? 3 : 0); /* |z| = 1 > 0.9816 */
-    x[0] = -0.5f; /* still below 0, above -0.98 sigma: code 1 */
-    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_LLOYD_MAX, OKV_FMT_META_F32,
-                                   codes, meta));
+    for (int i = 0; i < 64; ++i)
+        ck_assert_int_eq(c[i], (i % 2) ? 3 : 0); /* |z| = 1 > 0.9816 */
+    x[0] = -0.5f;                                /* still below 0, above -0.98 sigma: code 1 */
+    ck_assert(okv_ref_quantize_row(x, 64, 64, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_LLOYD_MAX, OKV_FMT_META_F32, codes,
+                                   meta));
     okv_ref_unpack_row(codes, 64, c);
     ck_assert_int_eq(c[0], 1);
 }
@@ -206,7 +223,8 @@ START_TEST(test_quantize_meta_overflow)
     float x[128];
     uint8_t codes[32], codes0[32];
     float meta[8], meta0[8];
-    for (int i = 0; i < 128; ++i) x[i] = 1e6f * (float)((i % 7) - 3);
+    for (int i = 0; i < 128; ++i)
+        x[i] = 1e6f * (float)((i % 7) - 3);
     memset(codes, 0xa5, sizeof codes);
     memset(meta, 0xa5, sizeof meta);
     memcpy(codes0, codes, sizeof codes);
@@ -218,8 +236,8 @@ START_TEST(test_quantize_meta_overflow)
     /* bf16 and f32 hold it */
     ck_assert(okv_ref_quantize_row(x, 128, 128, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_BF16,
                                    codes, meta));
-    ck_assert(okv_ref_quantize_row(x, 128, 32, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32,
-                                   codes, meta));
+    ck_assert(okv_ref_quantize_row(x, 128, 32, 1.0f, OKV_FMT_CLIP_SORT, OKV_FMT_QUANT_UNIFORM, OKV_FMT_META_F32, codes,
+                                   meta));
 }
 END_TEST
 
@@ -304,14 +322,19 @@ START_TEST(test_rotate_hand)
     const int d = 64;
     float r[64 * 64], x[64], y[64], z[64];
     memset(r, 0, sizeof r);
-    for (int j = 0; j < d; ++j) r[((j + 1) % d) * d + j] = 1.0f;
-    for (int i = 0; i < d; ++i) x[i] = (float)i;
+    for (int j = 0; j < d; ++j)
+        r[((j + 1) % d) * d + j] = 1.0f;
+    for (int i = 0; i < d; ++i)
+        x[i] = (float)i;
     okv_ref_rotate_row(x, r, d, 0, y);
-    for (int j = 0; j < d; ++j) ck_assert(y[j] == (float)((j + 1) % d));
+    for (int j = 0; j < d; ++j)
+        ck_assert(y[j] == (float)((j + 1) % d));
     okv_ref_rotate_row(y, r, d, 1, z); /* x R R^T = x */
-    for (int j = 0; j < d; ++j) ck_assert(z[j] == x[j]);
+    for (int j = 0; j < d; ++j)
+        ck_assert(z[j] == x[j]);
     okv_ref_rotate_row(x, r, d, 0, x); /* in place */
-    for (int j = 0; j < d; ++j) ck_assert(x[j] == y[j]);
+    for (int j = 0; j < d; ++j)
+        ck_assert(x[j] == y[j]);
 }
 END_TEST
 
@@ -331,13 +354,15 @@ START_TEST(test_rotate_op_per_head)
             const float *xr = x + (t * nh + h) * d, *rr = rot + (h / hg) * d * d;
             for (int j = 0; j < d; ++j) {
                 double s = 0.0;
-                for (int i = 0; i < d; ++i) s += (double)xr[i] * rr[i * d + j];
+                for (int i = 0; i < d; ++i)
+                    s += (double)xr[i] * rr[i * d + j];
                 ck_assert_float_eq_tol(out[(t * nh + h) * d + j], (float)s, 1e-6f);
             }
         }
     ck_assert_int_eq(okv_ref_rotate(out, OKV_DTYPE_F32, back, OKV_DTYPE_F32, rot, rows, nh, d, 1, hg, 1, NULL),
                      OKV_SUCCESS);
-    for (int i = 0; i < rows * nh * d; ++i) ck_assert_float_eq_tol(back[i], x[i], 1e-5f);
+    for (int i = 0; i < rows * nh * d; ++i)
+        ck_assert_float_eq_tol(back[i], x[i], 1e-5f);
     free(rot);
 }
 END_TEST
@@ -360,8 +385,7 @@ START_TEST(test_moments_hand)
     /* [0][0] = 1 + 2 * 2 * (1 + 4 + 9) = 57; [0][1] = 2 * (1 + 2 + 3) = 12; [1][1] = 2 * 3 = 6 */
     ck_assert(acc[0] == 57.0 && acc[1] == 12.0 && acc[d] == 12.0 && acc[d + 1] == 6.0 && acc[2] == 0.0);
     float *accf = (float *)tu_calloc((size_t)2 * d * d, sizeof(float));
-    ck_assert_int_eq(okv_ref_moments(x, OKV_DTYPE_F32, NULL, accf, OKV_DTYPE_F32, rows, nh, d, 1, NULL),
-                     OKV_SUCCESS);
+    ck_assert_int_eq(okv_ref_moments(x, OKV_DTYPE_F32, NULL, accf, OKV_DTYPE_F32, rows, nh, d, 1, NULL), OKV_SUCCESS);
     /* head 0: [0][0] = 14, [1][1] = 0; head 1: [0][0] = 14, [0][1] = 6, [1][1] = 3 */
     ck_assert(accf[0] == 14.0f && accf[d + 1] == 0.0f);
     ck_assert(accf[d * d] == 14.0f && accf[d * d + 1] == 6.0f && accf[d * d + d + 1] == 3.0f);

@@ -24,13 +24,15 @@ double tu_normal(tu_rng_t *r)
 
 void tu_fill_normal(tu_rng_t *r, float *x, size_t n, double sigma)
 {
-    for (size_t i = 0; i < n; ++i) x[i] = (float)(sigma * tu_normal(r));
+    for (size_t i = 0; i < n; ++i)
+        x[i] = (float)(sigma * tu_normal(r));
 }
 
 void tu_random_orthogonal(tu_rng_t *r, int d, float *out)
 {
     double *a = (double *)tu_calloc((size_t)d * d, sizeof(double));
-    for (int i = 0; i < d * d; ++i) a[i] = tu_normal(r);
+    for (int i = 0; i < d * d; ++i)
+        a[i] = tu_normal(r);
     /* rows of a, modified Gram-Schmidt twice for orthogonality at double precision */
     for (int pass = 0; pass < 2; ++pass)
         for (int i = 0; i < d; ++i) {
@@ -38,26 +40,33 @@ void tu_random_orthogonal(tu_rng_t *r, int d, float *out)
             for (int j = 0; j < i; ++j) {
                 const double *aj = a + (size_t)j * d;
                 double dot = 0.0;
-                for (int t = 0; t < d; ++t) dot += ai[t] * aj[t];
-                for (int t = 0; t < d; ++t) ai[t] -= dot * aj[t];
+                for (int t = 0; t < d; ++t)
+                    dot += ai[t] * aj[t];
+                for (int t = 0; t < d; ++t)
+                    ai[t] -= dot * aj[t];
             }
             double nrm = 0.0;
-            for (int t = 0; t < d; ++t) nrm += ai[t] * ai[t];
+            for (int t = 0; t < d; ++t)
+                nrm += ai[t] * ai[t];
             nrm = sqrt(nrm);
-            for (int t = 0; t < d; ++t) ai[t] /= nrm;
+            for (int t = 0; t < d; ++t)
+                ai[t] /= nrm;
         }
-    for (int i = 0; i < d * d; ++i) out[i] = (float)a[i];
+    for (int i = 0; i < d * d; ++i)
+        out[i] = (float)a[i];
     free(a);
 }
 
 void tu_identity(int d, float *out)
 {
-    for (int i = 0; i < d * d; ++i) out[i] = (i / d == i % d) ? 1.0f : 0.0f;
+    for (int i = 0; i < d * d; ++i)
+        out[i] = (i / d == i % d) ? 1.0f : 0.0f;
 }
 
 void tu_permutation(tu_rng_t *r, int32_t n, int32_t *perm)
 {
-    for (int32_t i = 0; i < n; ++i) perm[i] = i;
+    for (int32_t i = 0; i < n; ++i)
+        perm[i] = i;
     for (int32_t i = n - 1; i > 0; --i) {
         int32_t j = (int32_t)(tu_next(r) % (uint64_t)(i + 1));
         int32_t t = perm[i];
@@ -125,8 +134,7 @@ void tu_cache_sync(tu_cache_t *c)
     okv_ref_cache_from_view(v, &c->rc);
 }
 
-void tu_cache_init(tu_cache_t *c, const tu_geom_t *g, int32_t batch, int32_t max_int2, int32_t spare,
-                   uint64_t seed)
+void tu_cache_init(tu_cache_t *c, const tu_geom_t *g, int32_t batch, int32_t max_int2, int32_t spare, uint64_t seed)
 {
     memset(c, 0, sizeof *c);
     okv_cache_desc_t *d = &c->desc;
@@ -161,11 +169,15 @@ void tu_cache_init(tu_cache_t *c, const tu_geom_t *g, int32_t batch, int32_t max
     tu_rng_t r = {seed};
     int32_t *perm = (int32_t *)tu_calloc((size_t)c->int2_pool_pages + c->bf16_pool_pages + 1, sizeof(int32_t));
     tu_permutation(&r, c->int2_pool_pages, perm);
-    for (int32_t b = 0; b <= batch; ++b) c->int2_indptr[b] = b * c->int2_pages_per_seq;
-    for (int32_t i = 0; i < batch * c->int2_pages_per_seq; ++i) c->int2_indices[i] = perm[i];
+    for (int32_t b = 0; b <= batch; ++b)
+        c->int2_indptr[b] = b * c->int2_pages_per_seq;
+    for (int32_t i = 0; i < batch * c->int2_pages_per_seq; ++i)
+        c->int2_indices[i] = perm[i];
     tu_permutation(&r, c->bf16_pool_pages, perm);
-    for (int32_t b = 0; b <= batch; ++b) c->bf16_indptr[b] = b * c->bf16_pages_per_seq;
-    for (int32_t i = 0; i < batch * c->bf16_pages_per_seq; ++i) c->bf16_indices[i] = perm[i];
+    for (int32_t b = 0; b <= batch; ++b)
+        c->bf16_indptr[b] = b * c->bf16_pages_per_seq;
+    for (int32_t i = 0; i < batch * c->bf16_pages_per_seq; ++i)
+        c->bf16_indices[i] = perm[i];
     free(perm);
     tu_cache_sync(c);
 }
@@ -184,8 +196,8 @@ void tu_cache_free(tu_cache_t *c)
 }
 
 okv_status_t tu_append(tu_cache_t *c, const void *k, const void *v, okv_dtype_t dt, const int32_t *indptr,
-                       int32_t n_rows, const float *krot, const float *vrot, int32_t per_head, float kclip,
-                       float vclip, okv_err_t *err)
+                       int32_t n_rows, const float *krot, const float *vrot, int32_t per_head, float kclip, float vclip,
+                       okv_err_t *err)
 {
     const int32_t d = c->desc.head_dim, hkv = c->desc.n_kv_heads;
     size_t bytes = (size_t)n_rows * hkv * d * tu_dtype_size(dt);
@@ -212,9 +224,9 @@ okv_status_t tu_append_even(tu_cache_t *c, const float *k, const float *v, int32
                             const float *vrot, float kclip, float vclip, okv_err_t *err)
 {
     int32_t *indptr = (int32_t *)tu_calloc((size_t)c->batch + 1, sizeof(int32_t));
-    for (int32_t b = 0; b <= c->batch; ++b) indptr[b] = b * n;
-    okv_status_t st =
-        tu_append(c, k, v, OKV_DTYPE_F32, indptr, n * c->batch, krot, vrot, 0, kclip, vclip, err);
+    for (int32_t b = 0; b <= c->batch; ++b)
+        indptr[b] = b * n;
+    okv_status_t st = tu_append(c, k, v, OKV_DTYPE_F32, indptr, n * c->batch, krot, vrot, 0, kclip, vclip, err);
     free(indptr);
     return st;
 }
@@ -236,7 +248,8 @@ okv_status_t tu_dequantize(tu_cache_t *c, int32_t max_len, float *k_out, float *
 {
     const int32_t d = c->desc.head_dim, hkv = c->desc.n_kv_heads;
     int32_t *indptr = (int32_t *)tu_calloc((size_t)c->batch + 1, sizeof(int32_t));
-    for (int32_t b = 0; b <= c->batch; ++b) indptr[b] = b * max_len;
+    for (int32_t b = 0; b <= c->batch; ++b)
+        indptr[b] = b * max_len;
     size_t bytes = sizeof(float) * (size_t)c->batch * max_len * hkv * d;
     okv_dequantize_params_t p;
     memset(&p, 0, sizeof p);
@@ -258,7 +271,8 @@ okv_status_t tu_decode(tu_cache_t *c, const tu_decode_args_t *a, okv_err_t *err)
     const int32_t d = c->desc.head_dim, hq = c->desc.n_q_heads, hkv = c->desc.n_kv_heads;
     size_t n = (size_t)c->batch * hq * d;
     int32_t max_len = 0;
-    for (int32_t b = 0; b < c->batch; ++b) max_len = c->seq_lens[b] > max_len ? c->seq_lens[b] : max_len;
+    for (int32_t b = 0; b < c->batch; ++b)
+        max_len = c->seq_lens[b] > max_len ? c->seq_lens[b] : max_len;
     okv_decode_params_t p;
     memset(&p, 0, sizeof p);
     p.size = sizeof p;
@@ -278,16 +292,17 @@ okv_status_t tu_decode(tu_cache_t *c, const tu_decode_args_t *a, okv_err_t *err)
     return okv_ref_backend_ops()->decode(NULL, &p, err ? err : &local);
 }
 
-double tu_attention_f64(const double *q, const float *k, const float *v, int64_t n, int d, double scale,
-                        double *out)
+double tu_attention_f64(const double *q, const float *k, const float *v, int64_t n, int d, double scale, double *out)
 {
-    for (int i = 0; i < d; ++i) out[i] = 0.0;
+    for (int i = 0; i < d; ++i)
+        out[i] = 0.0;
     if (n <= 0) return -INFINITY;
     double *s = (double *)tu_calloc((size_t)n, sizeof(double));
     double m = -INFINITY;
     for (int64_t t = 0; t < n; ++t) {
         double dot = 0.0;
-        for (int i = 0; i < d; ++i) dot += q[i] * (double)k[(size_t)t * d + i];
+        for (int i = 0; i < d; ++i)
+            dot += q[i] * (double)k[(size_t)t * d + i];
         s[t] = dot * scale;
         m = s[t] > m ? s[t] : m;
     }
@@ -295,9 +310,11 @@ double tu_attention_f64(const double *q, const float *k, const float *v, int64_t
     for (int64_t t = 0; t < n; ++t) {
         double e = exp(s[t] - m);
         l += e;
-        for (int i = 0; i < d; ++i) out[i] += e * (double)v[(size_t)t * d + i];
+        for (int i = 0; i < d; ++i)
+            out[i] += e * (double)v[(size_t)t * d + i];
     }
-    for (int i = 0; i < d; ++i) out[i] /= l;
+    for (int i = 0; i < d; ++i)
+        out[i] /= l;
     free(s);
     return m + log(l);
 }

@@ -57,16 +57,15 @@ typedef struct tu_geom {
 /* A cache of `batch` empty sequences with room for max_int2 INT2 tokens each.
  * Pages are placed at positions given by a random permutation of the pools
  * (seed), with `spare` unused pages in each pool. */
-void tu_cache_init(tu_cache_t *c, const tu_geom_t *g, int32_t batch, int32_t max_int2, int32_t spare,
-                   uint64_t seed);
+void tu_cache_init(tu_cache_t *c, const tu_geom_t *g, int32_t batch, int32_t max_int2, int32_t spare, uint64_t seed);
 void tu_cache_free(tu_cache_t *c);
 /* Re-derive view and rc after editing the arrays (the pointers stay). */
 void tu_cache_sync(tu_cache_t *c);
 
 /* ---- ops through the ref backend's table */
 okv_status_t tu_append(tu_cache_t *c, const void *k, const void *v, okv_dtype_t dt, const int32_t *indptr,
-                       int32_t n_rows, const float *krot, const float *vrot, int32_t per_head, float kclip,
-                       float vclip, okv_err_t *err);
+                       int32_t n_rows, const float *krot, const float *vrot, int32_t per_head, float kclip, float vclip,
+                       okv_err_t *err);
 /* All sequences append the same count n (rows b*n ..). */
 okv_status_t tu_append_even(tu_cache_t *c, const float *k, const float *v, int32_t n, const float *krot,
                             const float *vrot, float kclip, float vclip, okv_err_t *err);
@@ -87,8 +86,7 @@ okv_status_t tu_decode(tu_cache_t *c, const tu_decode_args_t *a, okv_err_t *err)
 
 /* ---- float64 attention: one query row q (d) against n keys / values (rows of
  * stride d), scale; returns lse, writes out (d). */
-double tu_attention_f64(const double *q, const float *k, const float *v, int64_t n, int d, double scale,
-                        double *out);
+double tu_attention_f64(const double *q, const float *k, const float *v, int64_t n, int d, double scale, double *out);
 
 /* max |a - b| / max(max |b|, tiny) */
 double tu_rel_err(const float *a, const double *b, size_t n);
