@@ -89,7 +89,7 @@ okv_status_t okv_ref_decode(const okv_ref_cache_t *c, const void *q, okv_dtype_t
     for (int32_t b = 0; b < c->batch; ++b) {
         const int32_t len = c->seq_lens[b], i2 = c->int2_lens[b];
         const int32_t sink_end = len < c->sink ? len : c->sink;
-        const int32_t chunk = (i2 + splits - 1) / splits;
+        const int64_t chunk = ((int64_t)i2 + splits - 1) / splits;
         for (int h = 0; h < hkv; ++h) {
             for (int j = 0; j < g; ++j)
                 for (int i = 0; i < d; ++i)
@@ -116,7 +116,7 @@ okv_status_t okv_ref_decode(const okv_ref_cache_t *c, const void *q, okv_dtype_t
                 size_t row = (size_t)b * hq + (size_t)h * g + j;
                 for (int i = 0; i < d; ++i)
                     okv_ref_store(out, out_dtype, row * d + i, (float)oj[i]);
-                if (lse) lse[row] = (float)lse_acc[j];
+                if (lse) okv_ref_store(lse, OKV_DTYPE_F32, row, (float)lse_acc[j]);
             }
         }
     }

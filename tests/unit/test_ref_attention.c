@@ -460,6 +460,16 @@ START_TEST(test_prefill_vs_f64)
 }
 END_TEST
 
+START_TEST(test_default_splits)
+{
+    ck_assert_int_eq(okv_ref_default_splits(0), 1);
+    ck_assert_int_eq(okv_ref_default_splits(1024), 1);
+    ck_assert_int_eq(okv_ref_default_splits(1025), 2);
+    ck_assert_int_eq(okv_ref_default_splits(32768), 32);
+    ck_assert_int_eq(okv_ref_default_splits(1 << 30), 64);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("ref_attention");
@@ -473,6 +483,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_unrotate_output);
     tcase_add_test(tc, test_decode_dtypes);
     tcase_add_loop_test(tc, test_prefill_vs_f64, 0, 3);
+    tcase_add_test(tc, test_default_splits);
     suite_add_tcase(s, tc);
     return s;
 }
