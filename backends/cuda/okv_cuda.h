@@ -1,0 +1,86 @@
+/*
+ * okv_cuda.h - internal interface of the CUDA backend (not installed).
+ *
+ * Host glue (okv_cuda_backend.cu) owns the state; kernels live in okv_cuda_decode.cu
+ * (decode attention, split-K + LSE merge) and okv_cuda_ops.cu (rotate, append,
+ * demote, dequantize, prefill, moments). The benchmark (bench/cuda) links these
+ * sources directly and also reaches the BF16-cache decode path through
+ * okvc_decode_launch with bf16_only = 1.
+ */
+#ifndef OKV_CUDA_H
+#define OKV_CUDA_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend_iface.h"
+
+typedef struct okvc_state {
+    int device;
+    cudaStream_t stream;
+    int own_stream;
+    int num_sms;
+    int max_smem_optin;
+    int cc_major, cc_minor;
+    int *d_status; /* device word: bit 0 metadata overflow, bit 1 non-finite row */
+} okvc_state_t;
+
+/* Device-side description of one layer's cache (plain pointers). */
+typedef struct okvc_cache {
+    int batch, hq, hkv, d, page, group, ng, meta_dtype, quantizer, clip_mode;
+    int s0, w, f;
+    const int *seq_lens, *int2_lens; /* device int32 [batch] */
+    int *seq_lens_rw, *int2_lens_rw;
+    const int *int2_indptr, *int2_indices, *bf16_indptr, *bf16_indices;
+    unsigned char *int2_pool;
+    unsigned long long int2_page_bytes;
+    unsigned short *bf16_pool; /* bf16 bits */
+    unsigned long long bf16_page_elems;
+} okvc_cache_t;
+
+typedef struct okvc_decode_args {
+    okvc_cache_t c;
+    const void *q;
+    int q_dtype;
+    void *out;
+    int out_dtype;
+    float *lse;
+    float sm_scale;
+    int max_seq_len;
+    int num_splits; /* 0: choose */
+    const float *v_rotation;
+    int per_head_rotation, unrotate;
+    void *workspace;
+    size_t workspace_bytes;
+    int bf16_only; /* bench: every position is a BF16 row at slot = position */
+} okvc_decode_args_t;
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Splits the launch will use for these arguments (grid.x of the attention kernel). */
+int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t *a);
+size_t okvc_decode_workspace(const okvc_state_t *st, const okvc_decode_args_t *a);
+/* Returns a cudaError_t. */
+int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args_t *a);
+
+/* okv_cuda_ops.cu; each returns a cudaError_t. */
+int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *c, const void *k, const void *v, int dtype,
+                       const int *append_indptr, int n_rows, const float *krot, const float *vrot, int per_head,
+                       float kclip, float vclip);
+int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *c, int n_rows, float kclip, float vclip);
+int okvc_rotate_launch(const okvc_state_t *st, const void *x, int xd, void *out, int od, const float *R, int n_rows,
+                       int n_heads, int d, int per_head, int hg, int transpose);
+int okvc_dequantize_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *out_indptr, int out_rows,
+                           void *kout, void *vout, int od);
+int okvc_prefill_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *q_indptr, int n_rows, const void *q,
+                        const void *kn, const void *vn, int idt, void *out, int od, float sm_scale);
+int okvc_moments_launch(const okvc_state_t *st, const void *x, int xd, const float *w, void *acc, int acc_dtype,
+                        int n_rows, int n_heads, int d, int hg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* OKV_CUDA_H */

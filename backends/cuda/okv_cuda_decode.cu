@@ -1,0 +1,851 @@
+/*
+ * okv_cuda_decode.cu - decode attention over the mixed BF16 / INT2 paged cache.
+ *
+ * One kernel family, split-K over the context:
+ *   grid (splits, Hkv * head_chunks, batch), 4 warps per CTA, each CTA one
+ *   (sequence, KV head, <= 8 query heads of that KV head, context range). The
+ *   context of a sequence is laid out as "work": its BF16 tier (sink + recent
+ *   ring, weighted BF16_WEIGHT units per token) followed by its INT2 tier (1 unit
+ *   per token); split s takes work [s*per, (s+1)*per). Ranges are computed on the
+ *   device from the real lengths, so nothing needs a host sync.
+ * Within a CTA warps take 32-token INT2 stages (16-token BF16 stages) round robin;
+ * each warp streams its stages through a private cp.async ring in shared memory
+ * (16-byte copies, NST stages in flight) and runs both products on tensor cores
+ * (mma.sync m16n8k16, fp32 accumulate):
+ *   S^T[token, head] = K[token, :] q^T  (M = 16 tokens, N = 8 query heads)
+ *   O^T[chan, head] += V^T[chan, tok] P^T[tok, head]  (M = 16 channels)
+ * P goes from the first product's accumulator layout to the second's B operand
+ * with one movmatrix.trans per 8x8 block, without shared memory.
+ * INT2 rows are never dequantized to values: a 2-bit code is OR-ed into the
+ * mantissa of the fp16 number 1024 (exact 1024 + 4^k c for the code in bits 2k of
+ * a byte: the quartered packing puts quarter k there), so one LOP3 per two codes
+ * builds the fp16 MMA operand; the 4^-k and the per-row affine map
+ * (x = lo + scale * c) are applied to the accumulators:
+ *   q.x = scale * (q.c) + lo * sum(q),   sum_t p_t x_t = sum_t (p_t scale_t) c_t + sum_t p_t lo_t.
+ * The q operand is pre-scaled by 2^e (exact) so fp16 keeps its precision, and the
+ * 1024 bias is removed with the exact sum of the operand actually used.
+ * Each CTA writes a normalised partial (o, lse) to the workspace; a second kernel
+ * merges the partials exactly and optionally multiplies by R_V^T.
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "okv_cuda.h"
+#include "okv_format.h"
+
+namespace {
+
+constexpr int NW = 4;          /* warps per CTA */
+constexpr int TT = 32;         /* INT2 tokens per stage */
+constexpr int TTB = 16;        /* BF16 tokens per stage */
+constexpr int NST = 4;         /* INT2 stages per warp */
+constexpr int NSTB_ONLY = 3;   /* BF16 stages per warp in the BF16-cache kernel */
+constexpr int BF16_WEIGHT = 9; /* work units of one BF16 token (512 B vs 72 B, and less pipelined) */
+constexpr float NEG_INF = -__builtin_huge_valf();
+
+template <int D> struct Geo {
+    static constexpr int RS = D / 4 + 16;  /* INT2 code row stride (bytes) */
+    static constexpr int RSB = 2 * D + 16; /* BF16 row stride (bytes) */
+    static constexpr int SB = 2 * TTB * RSB;
+};
+template <int D, int NG> struct GeoI {
+    static constexpr int MBMAX = NG * 8; /* meta bytes per row, f32 worst case */
+    static constexpr int SI = 2 * TT * Geo<D>::RS + 2 * TT * MBMAX;
+    static constexpr int WARP_MIXED = (NST * SI > Geo<D>::SB ? NST * SI : Geo<D>::SB);
+    static constexpr int NSTB_MIXED = WARP_MIXED / Geo<D>::SB;
+};
+template <int D> constexpr int epi_bytes() { return 8 * (D + 2) * 4; }
+
+__device__ __forceinline__ unsigned smem_u32(const void *p)
+{
+    return (unsigned)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async8(void *dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void mma_f16(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                        uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_bf16(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t movtrans(uint32_t x)
+{
+    uint32_t y;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
+{
+    uint32_t r;
+    asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+    return r;
+}
+/* fp16 pair 1024 + 4^k * code for the codes at bits 2k and 16 + 2k. */
+template <int K> __device__ __forceinline__ uint32_t codes_h2(uint32_t x)
+{
+    return (x & (0x00030003u << (2 * K))) | 0x64006400u;
+}
+__device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
+{
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+__device__ __forceinline__ uint32_t pack_bf2(float lo, float hi)
+{
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+__device__ __forceinline__ float half_lo(uint32_t x) { return __half2float(__ushort_as_half((unsigned short)x)); }
+__device__ __forceinline__ float half_hi(uint32_t x)
+{
+    return __half2float(__ushort_as_half((unsigned short)(x >> 16)));
+}
+
+__device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
+{
+    if (dtype == OKV_DTYPE_F32) return ((const float *)p)[i];
+    unsigned short h = ((const unsigned short *)p)[i];
+    return dtype == OKV_DTYPE_F16 ? __half2float(__ushort_as_half(h)) : __uint_as_float(((unsigned)h) << 16);
+}
+__device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
+{
+    if (dtype == OKV_DTYPE_F32) ((float *)p)[i] = v;
+    else if (dtype == OKV_DTYPE_F16) ((__half *)p)[i] = __float2half_rn(v);
+    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+}
+__device__ __forceinline__ float ld_meta(const unsigned char *p, int meta_dtype)
+{
+    if (meta_dtype == OKV_FMT_META_F32) return *(const float *)p;
+    unsigned short h = *(const unsigned short *)p;
+    return meta_dtype == OKV_FMT_META_F16 ? __half2float(__ushort_as_half(h)) : __uint_as_float(((unsigned)h) << 16);
+}
+
+struct Ctx {
+    int b, h, qh0, gh; /* sequence, KV head, first query head, query heads in this chunk */
+    int L, I, nb, ns;  /* seq_len, int2_len, bf16-tier rows, sink rows */
+};
+
+/* BF16-tier row j -> element offset of its K row (V = + hkv * P * d). */
+__device__ __forceinline__ unsigned long long bf16_row(const okvc_cache_t &c, const Ctx &x, int j, int bf16_only)
+{
+    int slot;
+    if (bf16_only) slot = j;
+    else {
+        int pos = j < x.ns ? j : c.s0 + x.I + (j - x.ns);
+        slot = okv_bf16_slot(pos, c.s0, c.w, c.f);
+    }
+    int page = c.bf16_indices[c.bf16_indptr[x.b] + slot / c.page];
+    return (unsigned long long)page * c.bf16_page_elems +
+           okv_bf16_row_elem(c.hkv, c.page, c.d, 0, x.h, slot % c.page);
+}
+
+template <int D>
+__device__ __forceinline__ void load_bf16_stage(unsigned char *st, const okvc_cache_t &c, const Ctx &x, int j0, int j1,
+                                                int lane, int bf16_only)
+{
+    constexpr int CPR = D / 8; /* 16-byte chunks per row */
+    const unsigned long long vofs = (unsigned long long)c.hkv * c.page * D;
+    for (int ci = lane; ci < TTB * CPR; ci += 32) {
+        int r = ci / CPR, part = ci % CPR, j = j0 + r;
+        bool ok = j < j1;
+        const unsigned short *src = c.bf16_pool;
+        if (ok) src = c.bf16_pool + bf16_row(c, x, j, bf16_only) + part * 8;
+        cp_async16(st + r * Geo<D>::RSB + part * 16, src, ok ? 16 : 0);
+        cp_async16(st + TTB * Geo<D>::RSB + r * Geo<D>::RSB + part * 16, ok ? src + vofs : src, ok ? 16 : 0);
+    }
+}
+
+template <int D, int NG>
+__device__ __forceinline__ void load_int2_stage(unsigned char *st, const okvc_cache_t &c, const Ctx &x, int i0,
+                                                int i1, int lane)
+{
+    constexpr int CPR = D / 64;
+    constexpr int RS = Geo<D>::RS;
+    const unsigned long long vofs = (unsigned long long)c.hkv * c.page * (D / 4);
+    const int base = c.int2_indptr[x.b];
+    for (int ci = lane; ci < TT * CPR; ci += 32) {
+        int r = ci / CPR, part = ci % CPR, i = i0 + r;
+        bool ok = i < i1;
+        const unsigned char *src = c.int2_pool;
+        if (ok) {
+            int page = c.int2_indices[base + i / c.page];
+            src = c.int2_pool + (unsigned long long)page * c.int2_page_bytes +
+                  okv_int2_codes_offset(c.hkv, c.page, D, 0, x.h, i % c.page) + part * 16;
+        }
+        cp_async16(st + r * RS + part * 16, src, ok ? 16 : 0);
+        cp_async16(st + TT * RS + r * RS + part * 16, ok ? src + vofs : src, ok ? 16 : 0);
+    }
+    /* metadata rows: MB bytes each, K then V */
+    const int msz = c.meta_dtype == OKV_FMT_META_F32 ? 4 : 2;
+    const int MB = NG * 2 * msz;
+    const unsigned long long mv = (unsigned long long)c.hkv * c.page * MB;
+    unsigned char *km = st + 2 * TT * RS;
+    unsigned char *vm = km + TT * GeoI<D, NG>::MBMAX;
+    const int unit = MB >= 16 ? 16 : MB;
+    const int upr = MB / unit;
+    for (int ci = lane; ci < TT * upr; ci += 32) {
+        int r = ci / upr, part = ci % upr, i = i0 + r;
+        bool ok = i < i1;
+        const unsigned char *src = c.int2_pool;
+        if (ok) {
+            int page = c.int2_indices[base + i / c.page];
+            src = c.int2_pool + (unsigned long long)page * c.int2_page_bytes +
+                  okv_int2_meta_offset(c.hkv, c.page, D, D / NG, c.meta_dtype, 0, x.h, i % c.page) + part * unit;
+        }
+        unsigned char *dk = km + r * MB + part * unit, *dv = vm + r * MB + part * unit;
+        const unsigned char *sv = ok ? src + mv : src;
+        int n = ok ? unit : 0;
+        if (unit == 16) { cp_async16(dk, src, n); cp_async16(dv, sv, n); }
+        else if (unit == 8) { cp_async8(dk, src, n); cp_async8(dv, sv, n); }
+        else { cp_async4(dk, src, n); cp_async4(dv, sv, n); }
+    }
+}
+
+/* Online softmax over NT rows per thread; s[row][e] (e: head 2t+e) in log2 units.
+ * Returns the correction factors and leaves p in s. */
+template <int NT>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][2], float m[2], float l[2], float corr[2])
+{
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+        float mx = s[0][e];
+#pragma unroll
+        for (int r = 1; r < NT; ++r) mx = fmaxf(mx, s[r][e]);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        float mn = fmaxf(m[e], mx);
+        bool empty = mn == NEG_INF;
+        corr[e] = empty ? 1.0f : exp2f(m[e] - mn);
+        float sum = 0.0f;
+#pragma unroll
+        for (int r = 0; r < NT; ++r) {
+            float p = empty ? 0.0f : exp2f(s[r][e] - mn);
+            s[r][e] = p;
+            sum += p;
+        }
+        l[e] = l[e] * corr[e] + sum;
+        m[e] = mn;
+    }
+}
+
+/* INT2 channel of accumulator row `half` (0: row g, 1: row g+8) of PV m-tile mt. */
+template <int D> __device__ __forceinline__ int int2_chan(int mt, int g, int half)
+{
+    if (D == 64) return 2 * g + half + 16 * mt;
+    int m = mt / 8, k = (mt / 2) % 4, jp = mt % 2;
+    return 4 * g + 32 * m + 2 * jp + half + k * (D / 4);
+}
+template <int D> __device__ __forceinline__ int int2_k(int mt) { return D == 64 ? mt : (mt / 2) % 4; }
+template <int D, int NG> __device__ __forceinline__ int int2_vgroup(int mt)
+{
+    return D == 64 ? (16 * mt) / (D / NG) : (32 * (mt / 8) + int2_k<D>(mt) * (D / 4)) / (D / NG);
+}
+
+template <int D, int NG, int MODE> /* MODE 0: mixed cache, 1: BF16 cache (bench) */
+__global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, float sm2)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    constexpr int MT = D / 16;
+    constexpr int WARP_BYTES = MODE == 0 ? GeoI<D, NG>::WARP_MIXED : NSTB_ONLY * Geo<D>::SB;
+    constexpr int NSTB = MODE == 0 ? GeoI<D, NG>::NSTB_MIXED : NSTB_ONLY;
+    constexpr int G = D / NG;
+    const okvc_cache_t &c = a.c;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int gq = c.hq / c.hkv, hch = (gq + 7) / 8;
+    Ctx x;
+    x.b = blockIdx.z;
+    x.h = blockIdx.y / hch;
+    const int chunk = blockIdx.y % hch;
+    x.qh0 = x.h * gq + chunk * 8;
+    x.gh = min(8, gq - chunk * 8);
+    x.L = c.seq_lens[x.b];
+    if (MODE == 1) { x.I = 0; x.ns = x.L; x.nb = x.L; }
+    else {
+        x.I = c.int2_lens[x.b];
+        x.ns = min(x.L, c.s0);
+        x.nb = x.ns + max(0, x.L - c.s0 - x.I);
+    }
+    /* work split */
+    const long long wb = MODE == 1 ? 1 : BF16_WEIGHT;
+    const long long work = (long long)x.nb * wb + x.I;
+    const long long per = (work + gridDim.x - 1) / gridDim.x;
+    const long long w0 = min(work, per * blockIdx.x), w1 = min(work, per * (blockIdx.x + 1));
+    const int jb0 = (int)min((long long)x.nb, (w0 + wb - 1) / wb), jb1 = (int)min((long long)x.nb, (w1 + wb - 1) / wb);
+    const int i0 = (int)max(0LL, w0 - (long long)x.nb * wb), i1 = (int)max(0LL, w1 - (long long)x.nb * wb);
+
+    unsigned char *wsm = smem + warp * WARP_BYTES;
+
+    /* ---- query fragments (head g of this chunk) ---- */
+    const bool hv = g < x.gh;
+    const size_t qbase = ((size_t)x.b * c.hq + x.qh0 + g) * D;
+    uint32_t qb[MT][2]; /* bf16 B fragments, natural channel order */
+#pragma unroll
+    for (int kt = 0; kt < MT; ++kt) {
+        int c0 = kt * 16 + 2 * t;
+        float v0 = hv ? ld_any(a.q, a.q_dtype, qbase + c0) : 0.f, v1 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 1) : 0.f;
+        float v2 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 8) : 0.f,
+              v3 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 9) : 0.f;
+        qb[kt][0] = pack_bf2(v0, v1);
+        qb[kt][1] = pack_bf2(v2, v3);
+    }
+
+    float o[MT][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
+
+    /* ================= BF16 phase ================= */
+    const int nbt = (jb1 - jb0 + TTB - 1) / TTB; /* BF16 stages of this CTA */
+    const int my_b = nbt > warp ? (nbt - warp + NW - 1) / NW : 0;
+    if (my_b > 0) {
+        auto stage_ptr = [&](int s) { return wsm + (s % NSTB) * Geo<D>::SB; };
+#pragma unroll 1
+        for (int s = 0; s < NSTB - 1; ++s) {
+            if (s < my_b) {
+                int j = jb0 + (warp + s * NW) * TTB;
+                load_bf16_stage<D>(stage_ptr(s), c, x, j, jb1, lane, MODE == 1);
+            }
+            cp_commit();
+        }
+#pragma unroll 1
+        for (int s = 0; s < my_b; ++s) {
+            int sn = s + NSTB - 1;
+            if (sn < my_b) {
+                int j = jb0 + (warp + sn * NW) * TTB;
+                load_bf16_stage<D>(stage_ptr(sn), c, x, j, jb1, lane, MODE == 1);
+            }
+            cp_commit();
+            cp_wait<NSTB - 1>();
+            __syncwarp();
+            const unsigned char *ks = stage_ptr(s), *vs = ks + TTB * Geo<D>::RSB;
+            const int j0 = jb0 + (warp + s * NW) * TTB;
+            float acc[4] = {0.f, 0.f, 0.f, 0.f};
+            {
+                const int mi = lane >> 3, row = (mi & 1) * 8 + (lane & 7);
+#pragma unroll
+                for (int kt = 0; kt < MT; ++kt) {
+                    uint32_t r[4];
+                    ldsm_x4(r, ks + row * Geo<D>::RSB + (kt * 16 + (mi >> 1) * 8) * 2);
+                    mma_bf16(acc, r[0], r[1], r[2], r[3], qb[kt][0], qb[kt][1]);
+                }
+            }
+            float sc[2][2];
+            const bool ok0 = j0 + g < jb1, ok1 = j0 + g + 8 < jb1;
+            sc[0][0] = ok0 ? acc[0] * sm2 : NEG_INF;
+            sc[0][1] = ok0 ? acc[1] * sm2 : NEG_INF;
+            sc[1][0] = ok1 ? acc[2] * sm2 : NEG_INF;
+            sc[1][1] = ok1 ? acc[3] * sm2 : NEG_INF;
+            float corr[2];
+            softmax_step<2>(sc, m, l, corr);
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                o[i][0] *= corr[0]; o[i][2] *= corr[0];
+                o[i][1] *= corr[1]; o[i][3] *= corr[1];
+            }
+            const uint32_t b0 = movtrans(pack_bf2(sc[0][0], sc[0][1]));
+            const uint32_t b1 = movtrans(pack_bf2(sc[1][0], sc[1][1]));
+            {
+                const int mi = lane >> 3, tok = (mi >> 1) * 8 + (lane & 7);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    uint32_t r[4];
+                    ldsm_x4_t(r, vs + tok * Geo<D>::RSB + (mt * 16 + (mi & 1) * 8) * 2);
+                    mma_bf16(o[mt], r[0], r[1], r[2], r[3], b0, b1);
+                }
+            }
+            __syncwarp();
+        }
+        cp_wait<0>();
+        __syncwarp();
+    }
+
+    /* ================= INT2 phase ================= */
+    bool int2_layout = false;
+    float psum[NG][2], plo[NG][2];
+#pragma unroll
+    for (int j = 0; j < NG; ++j) psum[j][0] = psum[j][1] = plo[j][0] = plo[j][1] = 0.f;
+    if (MODE == 0) {
+        const int nit = (i1 - i0 + TT - 1) / TT;
+        const int my_i = nit > warp ? (nit - warp + NW - 1) / NW : 0;
+        if (my_i > 0) {
+            int2_layout = true;
+            if (my_b > 0) {
+                /* move the BF16-phase accumulators into the INT2 channel layout (x 4^k) */
+                float *buf = (float *)wsm; /* [8][D] */
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) buf[(2 * t + (r & 1)) * D + mt * 16 + g + 8 * (r >> 1)] = o[mt][r];
+                __syncwarp();
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int r = 0; r < 4; ++r)
+                        o[mt][r] = buf[(2 * t + (r & 1)) * D + int2_chan<D>(mt, g, r >> 1)] *
+                                   (float)(1 << (2 * int2_k<D>(mt)));
+                __syncwarp();
+            }
+            /* fp16 q operand in the INT2 channel order, scaled by 2^e / 4^k */
+            float amax = 0.f;
+            uint32_t qh[MT][2];
+            float qs1[NG], qs0[NG]; /* per group: sum of fp16 operand, sum of q */
+#pragma unroll
+            for (int j = 0; j < NG; ++j) qs1[j] = qs0[j] = 0.f;
+            float qv[MT][4];
+#pragma unroll
+            for (int kt = 0; kt < MT; ++kt) {
+                const int wi = kt / 4, k = kt % 4;
+                const int c0 = 16 * wi + 4 * t + k * (D / 4);
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj) {
+                    qv[kt][jj] = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + jj) : 0.f;
+                    amax = fmaxf(amax, fabsf(qv[kt][jj]));
+                }
+            }
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+            amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+            int ex = 0;
+            if (amax > 0.f) frexpf(amax, &ex);
+            const int e2 = min(100, max(-100, 8 - ex));
+            const float qscale = ldexpf(1.0f, e2);
+#pragma unroll
+            for (int kt = 0; kt < MT; ++kt) {
+                const int wi = kt / 4, k = kt % 4;
+                const int j = (16 * wi + k * (D / 4)) / G;
+                const float f = qscale / (float)(1 << (2 * k));
+                /* b0 = channels c0, c0+2 ; b1 = c0+1, c0+3 */
+                qh[kt][0] = pack_h2(qv[kt][0] * f, qv[kt][2] * f);
+                qh[kt][1] = pack_h2(qv[kt][1] * f, qv[kt][3] * f);
+                qs1[j] += half_lo(qh[kt][0]) + half_hi(qh[kt][0]) + half_lo(qh[kt][1]) + half_hi(qh[kt][1]);
+                qs0[j] += qv[kt][0] + qv[kt][1] + qv[kt][2] + qv[kt][3];
+            }
+            /* per-head constants, then fetch those of heads 2t, 2t+1 */
+            float Bc[NG][2], Cc[NG][2], Ac[2];
+#pragma unroll
+            for (int j = 0; j < NG; ++j) {
+                qs1[j] += __shfl_xor_sync(0xffffffffu, qs1[j], 1);
+                qs1[j] += __shfl_xor_sync(0xffffffffu, qs1[j], 2);
+                qs0[j] += __shfl_xor_sync(0xffffffffu, qs0[j], 1);
+                qs0[j] += __shfl_xor_sync(0xffffffffu, qs0[j], 2);
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    Bc[j][e] = 1024.0f * __shfl_sync(0xffffffffu, qs1[j], (2 * t + e) * 4);
+                    Cc[j][e] = sm2 * __shfl_sync(0xffffffffu, qs0[j], (2 * t + e) * 4);
+                }
+            }
+#pragma unroll
+            for (int e = 0; e < 2; ++e) Ac[e] = sm2 / __shfl_sync(0xffffffffu, qscale, (2 * t + e) * 4);
+
+            const int msz = c.meta_dtype == OKV_FMT_META_F32 ? 4 : 2;
+            const int MB = NG * 2 * msz;
+            constexpr int SI = GeoI<D, NG>::SI;
+            constexpr int RS = Geo<D>::RS;
+            auto stage_ptr = [&](int s) { return wsm + (s % NST) * SI; };
+#pragma unroll 1
+            for (int s = 0; s < NST - 1; ++s) {
+                if (s < my_i) load_int2_stage<D, NG>(stage_ptr(s), c, x, i0 + (warp + s * NW) * TT, i1, lane);
+                cp_commit();
+            }
+#pragma unroll 1
+            for (int s = 0; s < my_i; ++s) {
+                const int sn = s + NST - 1;
+                if (sn < my_i) load_int2_stage<D, NG>(stage_ptr(sn), c, x, i0 + (warp + sn * NW) * TT, i1, lane);
+                cp_commit();
+                cp_wait<NST - 1>();
+                __syncwarp();
+                const unsigned char *ks = stage_ptr(s), *vs = ks + TT * RS, *km = ks + 2 * TT * RS,
+                                    *vm = km + TT * GeoI<D, NG>::MBMAX;
+                const int ib = i0 + (warp + s * NW) * TT;
+                float sc[4][2]; /* rows: g, g+8, 16+g, 24+g */
+#pragma unroll
+                for (int mt2 = 0; mt2 < 2; ++mt2) {
+                    const int r0 = mt2 * 16 + g, r1 = r0 + 8;
+                    float acc[NG][4];
+#pragma unroll
+                    for (int j = 0; j < NG; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+#pragma unroll
+                    for (int wi = 0; wi < D / 64; ++wi) {
+                        const uint32_t x0 = *(const uint32_t *)(ks + r0 * RS + 16 * wi + 4 * t);
+                        const uint32_t x1 = *(const uint32_t *)(ks + r1 * RS + 16 * wi + 4 * t);
+                        const uint32_t x0h = x0 >> 8, x1h = x1 >> 8;
+#pragma unroll
+                        for (int K = 0; K < 4; ++K) {
+                            const int kt = wi * 4 + K;
+                            const int j = (16 * wi + K * (D / 4)) / G;
+                            const uint32_t msk = 0x00030003u << (2 * K);
+                            mma_f16(acc[j], (x0 & msk) | 0x64006400u, (x1 & msk) | 0x64006400u,
+                                    (x0h & msk) | 0x64006400u, (x1h & msk) | 0x64006400u, qh[kt][0], qh[kt][1]);
+                        }
+                    }
+                    const bool ok0 = ib + r0 < i1, ok1 = ib + r1 < i1;
+                    float s00 = 0.f, s01 = 0.f, s10 = 0.f, s11 = 0.f;
+#pragma unroll
+                    for (int j = 0; j < NG; ++j) {
+                        const float ks0 = ld_meta(km + r0 * MB + j * 2 * msz, c.meta_dtype);
+                        const float kl0 = ld_meta(km + r0 * MB + j * 2 * msz + msz, c.meta_dtype);
+                        const float ks1 = ld_meta(km + r1 * MB + j * 2 * msz, c.meta_dtype);
+                        const float kl1 = ld_meta(km + r1 * MB + j * 2 * msz + msz, c.meta_dtype);
+                        s00 += ks0 * (acc[j][0] - Bc[j][0]) * Ac[0] + kl0 * Cc[j][0];
+                        s01 += ks0 * (acc[j][1] - Bc[j][1]) * Ac[1] + kl0 * Cc[j][1];
+                        s10 += ks1 * (acc[j][2] - Bc[j][0]) * Ac[0] + kl1 * Cc[j][0];
+                        s11 += ks1 * (acc[j][3] - Bc[j][1]) * Ac[1] + kl1 * Cc[j][1];
+                    }
+                    sc[2 * mt2][0] = ok0 ? s00 : NEG_INF;
+                    sc[2 * mt2][1] = ok0 ? s01 : NEG_INF;
+                    sc[2 * mt2 + 1][0] = ok1 ? s10 : NEG_INF;
+                    sc[2 * mt2 + 1][1] = ok1 ? s11 : NEG_INF;
+                }
+                float corr[2];
+                softmax_step<4>(sc, m, l, corr);
+#pragma unroll
+                for (int i = 0; i < MT; ++i) {
+                    o[i][0] *= corr[0]; o[i][2] *= corr[0];
+                    o[i][1] *= corr[1]; o[i][3] *= corr[1];
+                }
+#pragma unroll
+                for (int j = 0; j < NG; ++j) {
+                    psum[j][0] *= corr[0]; plo[j][0] *= corr[0];
+                    psum[j][1] *= corr[1]; plo[j][1] *= corr[1];
+                }
+#pragma unroll
+                for (int mt2 = 0; mt2 < 2; ++mt2) {
+                    const int r0 = mt2 * 16 + g, r1 = r0 + 8;
+                    uint32_t bj[NG][2];
+#pragma unroll
+                    for (int j = 0; j < NG; ++j) {
+                        const float vs0 = ld_meta(vm + r0 * MB + j * 2 * msz, c.meta_dtype);
+                        const float vl0 = ld_meta(vm + r0 * MB + j * 2 * msz + msz, c.meta_dtype);
+                        const float vs1 = ld_meta(vm + r1 * MB + j * 2 * msz, c.meta_dtype);
+                        const float vl1 = ld_meta(vm + r1 * MB + j * 2 * msz + msz, c.meta_dtype);
+                        const float p00 = sc[2 * mt2][0], p01 = sc[2 * mt2][1];
+                        const float p10 = sc[2 * mt2 + 1][0], p11 = sc[2 * mt2 + 1][1];
+                        const uint32_t h0 = pack_h2(p00 * vs0, p01 * vs0), h1 = pack_h2(p10 * vs1, p11 * vs1);
+                        psum[j][0] += half_lo(h0) + half_lo(h1);
+                        psum[j][1] += half_hi(h0) + half_hi(h1);
+                        plo[j][0] += p00 * vl0 + p10 * vl1;
+                        plo[j][1] += p01 * vl0 + p11 * vl1;
+                        bj[j][0] = movtrans(h0);
+                        bj[j][1] = movtrans(h1);
+                    }
+                    /* V words of tokens 2t, 2t+1, 2t+8, 2t+9 of this m-tile */
+                    const unsigned char *v0 = vs + (mt2 * 16 + 2 * t) * RS;
+                    if (D == 64) {
+                        const uint32_t ua = *(const unsigned short *)(v0 + 2 * g);
+                        const uint32_t ub = *(const unsigned short *)(v0 + RS + 2 * g);
+                        const uint32_t uc = *(const unsigned short *)(v0 + 8 * RS + 2 * g);
+                        const uint32_t ud = *(const unsigned short *)(v0 + 9 * RS + 2 * g);
+                        const uint32_t xa = ua | (ub << 16), xb = uc | (ud << 16);
+                        const uint32_t xah = xa >> 8, xbh = xb >> 8;
+#pragma unroll
+                        for (int K = 0; K < 4; ++K) {
+                            const uint32_t msk = 0x00030003u << (2 * K);
+                            const int j = int2_vgroup<D, NG>(K);
+                            mma_f16(o[K], (xa & msk) | 0x64006400u, (xah & msk) | 0x64006400u,
+                                    (xb & msk) | 0x64006400u, (xbh & msk) | 0x64006400u, bj[j][0], bj[j][1]);
+                        }
+                    } else {
+#pragma unroll
+                        for (int mw = 0; mw < D / 128; ++mw) {
+                            const int off = 4 * g + 32 * mw;
+                            const uint32_t wa = *(const uint32_t *)(v0 + off);
+                            const uint32_t wb2 = *(const uint32_t *)(v0 + RS + off);
+                            const uint32_t wc = *(const uint32_t *)(v0 + 8 * RS + off);
+                            const uint32_t wd = *(const uint32_t *)(v0 + 9 * RS + off);
+                            uint32_t xa[4], xb[4];
+                            xa[0] = prmt(wa, wb2, 0x5410);
+                            xa[2] = prmt(wa, wb2, 0x7632);
+                            xb[0] = prmt(wc, wd, 0x5410);
+                            xb[2] = prmt(wc, wd, 0x7632);
+                            xa[1] = xa[0] >> 8; xa[3] = xa[2] >> 8;
+                            xb[1] = xb[0] >> 8; xb[3] = xb[2] >> 8;
+#pragma unroll
+                            for (int K = 0; K < 4; ++K) {
+                                const uint32_t msk = 0x00030003u << (2 * K);
+#pragma unroll
+                                for (int jp = 0; jp < 2; ++jp) {
+                                    const int mt = (mw * 4 + K) * 2 + jp;
+                                    const int j = int2_vgroup<D, NG>(mt);
+                                    mma_f16(o[mt], (xa[2 * jp] & msk) | 0x64006400u,
+                                            (xa[2 * jp + 1] & msk) | 0x64006400u, (xb[2 * jp] & msk) | 0x64006400u,
+                                            (xb[2 * jp + 1] & msk) | 0x64006400u, bj[j][0], bj[j][1]);
+                                }
+                            }
+                        }
+                    }
+                }
+                __syncwarp();
+            }
+            cp_wait<0>();
+            __syncwarp();
+        }
+    }
+
+    /* ================= warp epilogue ================= */
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+        l[e] += __shfl_xor_sync(0xffffffffu, l[e], 4);
+        l[e] += __shfl_xor_sync(0xffffffffu, l[e], 8);
+        l[e] += __shfl_xor_sync(0xffffffffu, l[e], 16);
+#pragma unroll
+        for (int j = 0; j < NG; ++j) {
+            psum[j][e] += __shfl_xor_sync(0xffffffffu, psum[j][e], 4);
+            psum[j][e] += __shfl_xor_sync(0xffffffffu, psum[j][e], 8);
+            psum[j][e] += __shfl_xor_sync(0xffffffffu, psum[j][e], 16);
+            plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 4);
+            plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 8);
+            plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 16);
+        }
+    }
+    __syncthreads(); /* every warp is done with its stage buffers */
+    float *ep = (float *)(smem + warp * WARP_BYTES); /* [8][D + 2]: O, m, l */
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int e = r & 1, hh = 2 * t + e, half = r >> 1;
+            float v;
+            int ch;
+            if (int2_layout) {
+                const int j = int2_vgroup<D, NG>(mt);
+                ch = int2_chan<D>(mt, g, half);
+                v = (o[mt][r] - 1024.0f * psum[j][e]) * (1.0f / (float)(1 << (2 * int2_k<D>(mt)))) + plo[j][e];
+            } else {
+                ch = mt * 16 + g + 8 * half;
+                v = o[mt][r];
+            }
+            ep[hh * (D + 2) + ch] = v;
+        }
+    if (g == 0) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            ep[(2 * t + e) * (D + 2) + D] = m[e];
+            ep[(2 * t + e) * (D + 2) + D + 1] = l[e];
+        }
+    }
+    __syncthreads();
+    /* ================= CTA combine -> workspace partial ================= */
+    const int nsplit = gridDim.x;
+    float *wso = (float *)a.workspace;
+    float *wsl = wso + (size_t)c.batch * c.hq * nsplit * D;
+    for (int it = threadIdx.x; it < x.gh * D; it += NW * 32) {
+        const int hh = it / D, ch = it % D;
+        float M = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) M = fmaxf(M, ((float *)(smem + w * WARP_BYTES))[hh * (D + 2) + D]);
+        float Ls = 0.f, O = 0.f;
+        if (M != NEG_INF) {
+#pragma unroll
+            for (int w = 0; w < NW; ++w) {
+                const float *pw = (float *)(smem + w * WARP_BYTES) + hh * (D + 2);
+                const float mw = pw[D];
+                if (mw == NEG_INF) continue;
+                const float f = exp2f(mw - M);
+                Ls += f * pw[D + 1];
+                O += f * pw[ch];
+            }
+        }
+        const size_t qi = (size_t)x.b * c.hq + x.qh0 + hh;
+        const bool any = Ls > 0.f;
+        wso[(qi * nsplit + blockIdx.x) * D + ch] = any ? O / Ls : 0.f;
+        if (ch == 0) wsl[qi * nsplit + blockIdx.x] = any ? M + log2f(Ls) : NEG_INF;
+    }
+}
+
+/* Merge the partials of one (sequence, query head); optional o R^T. */
+template <int D> __global__ void __launch_bounds__(D) merge_kernel(okvc_decode_args_t a, int nsplit)
+{
+    __shared__ float os[D];
+    const okvc_cache_t &c = a.c;
+    const size_t qi = blockIdx.x;
+    const int ch = threadIdx.x;
+    const float *wso = (const float *)a.workspace;
+    const float *wsl = wso + (size_t)c.batch * c.hq * nsplit * D;
+    float M = NEG_INF;
+    for (int s = 0; s < nsplit; ++s) M = fmaxf(M, wsl[qi * nsplit + s]);
+    float sum = 0.f, acc = 0.f;
+    if (M != NEG_INF)
+        for (int s = 0; s < nsplit; ++s) {
+            const float ls = wsl[qi * nsplit + s];
+            if (ls == NEG_INF) continue;
+            const float f = exp2f(ls - M);
+            sum += f;
+            acc += f * wso[(qi * nsplit + s) * D + ch];
+        }
+    const float ov = sum > 0.f ? acc / sum : 0.f;
+    if (a.unrotate && a.v_rotation) {
+        os[ch] = ov;
+        __syncthreads();
+        const int h = (int)(qi % c.hq) / (c.hq / c.hkv);
+        const float *R = a.v_rotation + (a.per_head_rotation ? (size_t)h * D * D : 0);
+        float r = 0.f;
+        for (int i = 0; i < D; ++i) r += os[i] * R[(size_t)ch * D + i];
+        st_any(a.out, a.out_dtype, qi * D + ch, r);
+    } else {
+        st_any(a.out, a.out_dtype, qi * D + ch, ov);
+    }
+    if (ch == 0 && a.lse) a.lse[qi] = M == NEG_INF ? NEG_INF : (M + log2f(sum)) * 0.69314718055994531f;
+}
+
+template <int D, int NG, int MODE> size_t kernel_smem()
+{
+    size_t w = MODE == 0 ? (size_t)GeoI<D, NG>::WARP_MIXED : (size_t)NSTB_ONLY * Geo<D>::SB;
+    size_t e = (size_t)epi_bytes<D>();
+    return (w > e ? w : e) * NW;
+}
+
+typedef void (*kfn_t)(okvc_decode_args_t, float);
+
+template <int D, int NG, int MODE> kfn_t kernel_ptr(size_t *smem)
+{
+    *smem = kernel_smem<D, NG, MODE>();
+    return decode_kernel<D, NG, MODE>;
+}
+
+kfn_t pick_kernel(int d, int ng, int mode, size_t *smem)
+{
+#define OKV_K(D, NG)                                                                                                   \
+    if (d == D && ng == NG) return mode ? kernel_ptr<D, 1, 1>(smem) : kernel_ptr<D, NG, 0>(smem);
+    if (mode) {
+        if (d == 64) return kernel_ptr<64, 1, 1>(smem);
+        if (d == 128) return kernel_ptr<128, 1, 1>(smem);
+        if (d == 256) return kernel_ptr<256, 1, 1>(smem);
+        return nullptr;
+    }
+    OKV_K(64, 1) OKV_K(64, 2)
+    OKV_K(128, 1) OKV_K(128, 2) OKV_K(128, 4)
+    OKV_K(256, 1) OKV_K(256, 2) OKV_K(256, 4) OKV_K(256, 8)
+#undef OKV_K
+    return nullptr;
+}
+
+/* Per-kernel: dynamic shared memory limit raised once, occupancy queried once
+ * (per process; all devices of one process are assumed alike). */
+struct KInfo {
+    kfn_t k;
+    int occ;
+};
+KInfo g_kinfo[32];
+int g_nkinfo = 0;
+
+int kernel_prepare(kfn_t k, size_t smem, int *occ_out)
+{
+    for (int i = 0; i < g_nkinfo; ++i)
+        if (g_kinfo[i].k == k) {
+            *occ_out = g_kinfo[i].occ;
+            return cudaSuccess;
+        }
+    cudaError_t e = cudaFuncSetAttribute((const void *)k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) return e;
+    int n = 0;
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, (const void *)k, NW * 32, smem);
+    if (e != cudaSuccess) return e;
+    if (g_nkinfo < 32) g_kinfo[g_nkinfo++] = KInfo{k, n};
+    *occ_out = n;
+    return cudaSuccess;
+}
+
+} // namespace
+
+extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t *a)
+{
+    const okvc_cache_t &c = a->c;
+    const int gq = c.hq / c.hkv, hch = (gq + 7) / 8;
+    const long long units = (long long)c.batch * c.hkv * hch;
+    long long ms = a->max_seq_len > 0 ? a->max_seq_len : 1;
+    long long work;
+    if (a->bf16_only) work = ms;
+    else {
+        long long nb = ms < (long long)c.s0 + c.w + c.f ? ms : (long long)c.s0 + c.w + c.f;
+        long long ni = ms - c.s0 > 0 ? ms - c.s0 : 0;
+        work = nb * BF16_WEIGHT + ni;
+    }
+    long long maxs = (work + 255) / 256; /* at least ~256 work units per split */
+    if (maxs < 1) maxs = 1;
+    if (a->num_splits > 0) return (int)(a->num_splits < maxs ? a->num_splits : maxs);
+    size_t smem = 0;
+    kfn_t k = pick_kernel(c.d, c.ng, a->bf16_only, &smem);
+    int occ = 1;
+    if (!k || kernel_prepare(k, smem, &occ) != cudaSuccess || occ < 1) occ = 1;
+    const long long slots = (long long)st->num_sms * occ;
+    /* minimise waves / splits (wave quantisation) + a small per-split merge cost */
+    long long best = 1;
+    double bestc = 1e30;
+    long long top = maxs < 1024 ? maxs : 1024;
+    for (long long s = 1; s <= top; ++s) {
+        long long waves = (units * s + slots - 1) / slots;
+        double cost = (double)waves / (double)s + 0.0005 * (double)s;
+        if (cost < bestc - 1e-12) { bestc = cost; best = s; }
+    }
+    return (int)best;
+}
+
+extern "C" size_t okvc_decode_workspace(const okvc_state_t *st, const okvc_decode_args_t *a)
+{
+    const okvc_cache_t &c = a->c;
+    size_t ns = (size_t)okvc_decode_plan(st, a);
+    return (size_t)c.batch * c.hq * ns * ((size_t)c.d + 1) * sizeof(float);
+}
+
+extern "C" int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args_t *a)
+{
+    const okvc_cache_t &c = a->c;
+    if (c.batch == 0) return cudaSuccess;
+    size_t smem = 0;
+    kfn_t k = pick_kernel(c.d, c.ng, a->bf16_only, &smem);
+    if (!k) return cudaErrorInvalidValue;
+    int occ = 0;
+    cudaError_t e = (cudaError_t)kernel_prepare(k, smem, &occ);
+    if (e != cudaSuccess) return e;
+    const int ns = okvc_decode_plan(st, a);
+    const int gq = c.hq / c.hkv, hch = (gq + 7) / 8;
+    float sm = a->sm_scale > 0.f ? a->sm_scale : 1.0f / sqrtf((float)c.d);
+    dim3 grid(ns, c.hkv * hch, c.batch);
+    k<<<grid, NW * 32, smem, st->stream>>>(*a, sm * 1.4426950408889634f);
+    e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+    const unsigned nq = (unsigned)(c.batch * c.hq);
+    if (c.d == 64) merge_kernel<64><<<nq, 64, 0, st->stream>>>(*a, ns);
+    else if (c.d == 128) merge_kernel<128><<<nq, 128, 0, st->stream>>>(*a, ns);
+    else merge_kernel<256><<<nq, 256, 0, st->stream>>>(*a, ns);
+    return cudaGetLastError();
+}

@@ -1,0 +1,41 @@
+#!/bin/bash
+# One device call: build (nvcc, sm_90) + device check vs the scalar reference +
+# decode benchmark (ours INT2, ours BF16, torch SDPA BF16) + optional
+# compute-sanitizer. Usage (repository root, on the GPU machine):
+#   bash bench/cuda/run_h200.sh COMMIT [quick|full] [sanitize]
+# Files land in $OUT: log.txt, h200-decode.{json,md,png}, sanitizer logs.
+set -o pipefail
+commit=${1:-unknown}
+mode=${2:-full}
+san=${3:-}
+OUT=${OUT:-/tmp/okv-out}
+mkdir -p "$OUT"
+log="$OUT/log.txt"
+b=/tmp/okvb
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
+  echo "== build"
+  bench/cuda/build.sh $b || { echo BUILD FAILED; exit 1; }
+  grep -h "registers\|spill" $b/obj/okv_cuda_decode.ptxas.txt | paste - - | sort | uniq -c | head -20
+} 2>&1 | tee "$log" || exit 1
+{
+  echo "== check"
+  $b/bin/okv_cuda_bench check
+  echo "check rc=$?"
+} 2>&1 | tee -a "$log"
+if [ "$san" = sanitize ]; then
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $b/bin/okv_cuda_bench check > "$OUT/memcheck.txt" 2>&1
+  echo "memcheck rc=$? $(tail -1 $OUT/memcheck.txt)" | tee -a "$log"
+  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 9 $b/bin/okv_cuda_bench check > "$OUT/racecheck.txt" 2>&1
+  echo "racecheck rc=$? $(tail -1 $OUT/racecheck.txt)" | tee -a "$log"
+fi
+{
+  echo "== bench ($mode)"
+  q=""; [ "$mode" = quick ] && q=quick
+  $b/bin/okv_cuda_bench bench "$OUT/ours.json" $q
+  echo "== torch SDPA + report"
+  PYTHONUNBUFFERED=1 python3 bench/cuda/sdpa_bench.py "$OUT/ours.json" "$OUT" "$commit" \
+    "bash bench/cuda/run_h200.sh $commit $mode $san"
+} 2>&1 | tee -a "$log"
+rm -f "$OUT/ours.json"
