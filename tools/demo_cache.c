@@ -47,117 +47,124 @@ static int cmp_double(const void *a, const void *b)
         }                                                                                                              \
     } while (0)
 
+/* Host staging of one batch: sequence b holds the first len[b] tokens. */
+typedef struct plan {
+    int32_t *len, *int2_len, *int2_indptr, *int2_idx, *bf16_indptr, *bf16_idx, *rows_indptr;
+    int32_t int2_pages, bf16_pages, rows;
+} plan_t;
+
+static void plan_free(plan_t *p)
+{
+    free(p->len), free(p->int2_len), free(p->int2_indptr), free(p->int2_idx);
+    free(p->bf16_indptr), free(p->bf16_idx), free(p->rows_indptr);
+}
+
+static okv_status_t plan_make(const okv_cache_desc_t *d, const okv_cache_sizes_t *sz, int32_t T, int32_t M, plan_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->len = calloc((size_t)M, sizeof(int32_t));
+    p->int2_len = calloc((size_t)M, sizeof(int32_t));
+    p->int2_indptr = calloc((size_t)M + 1, sizeof(int32_t));
+    p->bf16_indptr = calloc((size_t)M + 1, sizeof(int32_t));
+    p->rows_indptr = calloc((size_t)M + 1, sizeof(int32_t));
+    if (!p->len || !p->int2_len || !p->int2_indptr || !p->bf16_indptr || !p->rows_indptr)
+        return OKV_ERROR_OUT_OF_MEMORY;
+    for (int32_t b = 0; b < M; ++b) {
+        int32_t pages = 0;
+        p->len[b] = T - M + 1 + b;
+        okv_status_t st = okv_cache_int2_len_after(d, 0, 0, p->len[b], &p->int2_len[b]);
+        if (st == OKV_SUCCESS) st = okv_cache_int2_pages_needed(d, p->int2_len[b], &pages);
+        if (st != OKV_SUCCESS) return st;
+        p->int2_indptr[b + 1] = p->int2_indptr[b] + pages;
+        p->bf16_indptr[b + 1] = p->bf16_indptr[b] + sz->bf16_pages_per_seq;
+        p->rows_indptr[b + 1] = p->rows_indptr[b] + p->len[b];
+    }
+    p->int2_pages = p->int2_indptr[M];
+    p->bf16_pages = p->bf16_indptr[M];
+    p->rows = p->rows_indptr[M];
+    /* pages handed out in reverse so that the page table, not the pool order, places data */
+    p->int2_idx = calloc((size_t)p->int2_pages + 1, sizeof(int32_t));
+    p->bf16_idx = calloc((size_t)p->bf16_pages, sizeof(int32_t));
+    if (!p->int2_idx || !p->bf16_idx) return OKV_ERROR_OUT_OF_MEMORY;
+    for (int32_t i = 0; i < p->int2_pages; ++i)
+        p->int2_idx[i] = p->int2_pages - 1 - i;
+    for (int32_t i = 0; i < p->bf16_pages; ++i)
+        p->bf16_idx[i] = p->bf16_pages - 1 - i;
+    return OKV_SUCCESS;
+}
+
 okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
 {
     okv_context_t *ctx = r->ctx;
     const okv_cache_desc_t *d = r->desc;
     const int32_t T = r->n_tokens, M = r->n_queries, hd = d->head_dim, hkv = d->n_kv_heads, hq = d->n_q_heads;
+    const size_t row = (size_t)hkv * hd;
     okv_status_t st = OKV_SUCCESS;
     bufset_t bs = {{0}, 0};
-    int32_t *tmp = NULL;
+    plan_t pl;
+    float *kin = NULL, *vin = NULL;
     double *times = NULL;
+    int32_t zeros_len = 0;
+    int32_t *zeros = NULL;
     okv_cache_sizes_t sz = {sizeof sz, 0, 0, 0, 0, 0, 0};
+    memset(&pl, 0, sizeof pl);
     TRY(okv_cache_get_sizes(d, &sz));
+    TRY(plan_make(d, &sz, T, M, &pl));
 
-    int32_t after = 0, int2_pages = 0;
-    TRY(okv_cache_int2_len_after(d, 0, 0, T, &after));
-    TRY(okv_cache_int2_pages_needed(d, after, &int2_pages));
-    const int32_t bpp = sz.bf16_pages_per_seq;
-    tmp = calloc((size_t)(int2_pages + bpp + 2 * M + 4) * 2, sizeof *tmp);
+    /* the batch's K/V rows: every prefix, concatenated (one batched append) */
+    kin = malloc(sizeof(float) * row * (size_t)pl.rows);
+    vin = malloc(sizeof(float) * row * (size_t)pl.rows);
     times = calloc((size_t)(r->timing_reps > 0 ? r->timing_reps : 1), sizeof *times);
-    if (!tmp || !times) {
-        st = OKV_ERROR_OUT_OF_MEMORY;
-        snprintf(err, err_cap, "out of host memory");
-        goto done;
+    zeros_len = M;
+    zeros = calloc((size_t)zeros_len, sizeof *zeros);
+    if (!kin || !vin || !times || !zeros) TRY(OKV_ERROR_OUT_OF_MEMORY);
+    for (int32_t b = 0; b < M; ++b) {
+        memcpy(kin + row * pl.rows_indptr[b], r->k, sizeof(float) * row * pl.len[b]);
+        memcpy(vin + row * pl.rows_indptr[b], r->v, sizeof(float) * row * pl.len[b]);
     }
 
     okv_cache_view_t view;
     memset(&view, 0, sizeof view);
     view.desc = d;
-    view.batch = 1;
-    view.int2_pool_pages = int2_pages;
-    view.bf16_pool_pages = bpp;
-    if (int2_pages) TRY(mk(ctx, &bs, (size_t)int2_pages * sz.int2_page_bytes, NULL, &view.int2_pool));
-    TRY(mk(ctx, &bs, (size_t)bpp * sz.bf16_page_bytes, NULL, &view.bf16_pool));
-    for (int32_t i = 0; i < int2_pages + bpp; ++i)
-        tmp[i] = i < int2_pages ? i : i - int2_pages;
-    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(int2_pages ? int2_pages : 1), tmp, &view.int2_indices));
-    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)bpp, tmp + int2_pages, &view.bf16_indices));
-    int32_t ip_int2[2] = {0, int2_pages}, ip_bf16[2] = {0, bpp}, zero = 0;
-    TRY(mk(ctx, &bs, sizeof ip_int2, ip_int2, &view.int2_indptr));
-    TRY(mk(ctx, &bs, sizeof ip_bf16, ip_bf16, &view.bf16_indptr));
-    TRY(mk(ctx, &bs, 4, &zero, &view.seq_lens));
-    TRY(mk(ctx, &bs, 4, &zero, &view.int2_lens));
+    view.batch = M;
+    view.int2_pool_pages = pl.int2_pages;
+    view.bf16_pool_pages = pl.bf16_pages;
+    if (pl.int2_pages) TRY(mk(ctx, &bs, (size_t)pl.int2_pages * sz.int2_page_bytes, NULL, &view.int2_pool));
+    TRY(mk(ctx, &bs, (size_t)pl.bf16_pages * sz.bf16_page_bytes, NULL, &view.bf16_pool));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(pl.int2_pages + 1), pl.int2_idx, &view.int2_indices));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)pl.bf16_pages, pl.bf16_idx, &view.bf16_indices));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(M + 1), pl.int2_indptr, &view.int2_indptr));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(M + 1), pl.bf16_indptr, &view.bf16_indptr));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)M, zeros, &view.seq_lens));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)M, zeros, &view.int2_lens));
 
-    /* one prefill append of all tokens */
     okv_append_params_t ap;
     okv_append_params_init(&ap);
     ap.cache = view;
     ap.kv_dtype = OKV_DTYPE_F32;
-    ap.n_rows = T;
-    int32_t aip[2] = {0, T};
-    size_t kv_bytes = sizeof(float) * (size_t)T * hkv * hd;
-    TRY(mk(ctx, &bs, kv_bytes, r->k, &ap.k));
-    TRY(mk(ctx, &bs, kv_bytes, r->v, &ap.v));
-    TRY(mk(ctx, &bs, sizeof aip, aip, &ap.append_indptr));
+    ap.n_rows = pl.rows;
+    size_t kv_bytes = sizeof(float) * row * (size_t)pl.rows;
+    TRY(mk(ctx, &bs, kv_bytes, kin, &ap.k));
+    TRY(mk(ctx, &bs, kv_bytes, vin, &ap.v));
+    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(M + 1), pl.rows_indptr, &ap.append_indptr));
     TRY(mk(ctx, &bs, sizeof(float) * hd * hd, r->k_rot, &ap.k_rotation));
     TRY(mk(ctx, &bs, sizeof(float) * hd * hd, r->v_rot, &ap.v_rotation));
     ap.k_clip_ratio = r->k_clip;
     ap.v_clip_ratio = r->v_clip;
     TRY(okv_append(ctx, &ap));
 
-    /* read back the dequantized cache (rotated basis) for the probability metrics */
+    /* the logical caches, dequantized (rotated basis), for the probability metrics */
     okv_dequantize_params_t dq;
     okv_dequantize_params_init(&dq);
     dq.cache = view;
-    dq.out_rows = T;
+    dq.out_rows = pl.rows;
     dq.out_dtype = OKV_DTYPE_F32;
-    TRY(mk(ctx, &bs, sizeof aip, aip, &dq.out_indptr));
+    dq.out_indptr = ap.append_indptr;
     TRY(mk(ctx, &bs, kv_bytes, NULL, &dq.k_out));
     TRY(mk(ctx, &bs, kv_bytes, NULL, &dq.v_out));
     TRY(okv_dequantize(ctx, &dq));
     TRY(okv_buffer_read(ctx, dq.k_out.buffer, 0, r->k_hat, kv_bytes));
-
-    /* M prefixes sharing the pages: sequence b holds the first T - M + 1 + b tokens */
-    okv_cache_view_t dv = view;
-    dv.batch = M;
-    int32_t *seq = tmp, *i2 = tmp + M, *iptr = tmp + 2 * M, *bptr = tmp + 3 * M + 1;
-    int32_t *bidx = calloc((size_t)M * bpp, sizeof *bidx);
-    if (!bidx) {
-        st = OKV_ERROR_OUT_OF_MEMORY;
-        goto done;
-    }
-    for (int32_t b = 0; b < M; ++b) {
-        seq[b] = T - M + 1 + b;
-        int32_t a = 0;
-        okv_cache_int2_len_after(d, 0, 0, seq[b], &a);
-        i2[b] = a;
-        for (int32_t j = 0; j < bpp; ++j)
-            bidx[b * bpp + j] = j; /* shared: decode only reads */
-    }
-    /* every sequence lists the same INT2 and BF16 pages (prefix sharing; decode only reads) */
-    int32_t *i2idx = calloc((size_t)M * (int2_pages ? int2_pages : 1), sizeof *i2idx);
-    if (!i2idx) {
-        free(bidx);
-        st = OKV_ERROR_OUT_OF_MEMORY;
-        goto done;
-    }
-    for (int32_t b = 0; b < M; ++b)
-        for (int32_t j = 0; j < int2_pages; ++j)
-            i2idx[b * int2_pages + j] = j;
-    for (int32_t b = 0; b <= M; ++b) {
-        iptr[b] = b * int2_pages;
-        bptr[b] = b * bpp;
-    }
-    st = mk(ctx, &bs, sizeof(int32_t) * (size_t)M * (int2_pages ? int2_pages : 1), i2idx, &dv.int2_indices);
-    free(i2idx);
-    if (st == OKV_SUCCESS) st = mk(ctx, &bs, sizeof(int32_t) * (size_t)M * bpp, bidx, &dv.bf16_indices);
-    free(bidx);
-    TRY(st);
-    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(M + 1), iptr, &dv.int2_indptr));
-    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(M + 1), bptr, &dv.bf16_indptr));
-    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)M, seq, &dv.seq_lens));
-    TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)M, i2, &dv.int2_lens));
+    memcpy(r->rows_indptr, pl.rows_indptr, sizeof(int32_t) * (size_t)(M + 1));
 
     /* rotate the queries by R_K, then decode with the output un-rotated by R_V^T */
     size_t q_bytes = sizeof(float) * (size_t)M * hq * hd;
@@ -175,7 +182,7 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
 
     okv_decode_params_t dp;
     okv_decode_params_init(&dp);
-    dp.cache = dv;
+    dp.cache = view;
     dp.q = rp.out;
     dp.q_dtype = OKV_DTYPE_F32;
     dp.out_dtype = OKV_DTYPE_F32;
@@ -205,7 +212,7 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
 done:
     for (int i = 0; i < bs.n; ++i)
         okv_buffer_destroy(bs.b[i]);
-    free(tmp);
-    free(times);
+    plan_free(&pl);
+    free(kin), free(vin), free(times), free(zeros);
     return st;
 }

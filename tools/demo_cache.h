@@ -1,7 +1,7 @@
-/* demo_cache.h - builds one layer's cache through the public API and runs decode
- * attention for a batch of causal prefixes of it (the prefixes share pages: the
- * INT2 format is per token, so a prefix of a quantized sequence is itself a
- * quantized sequence). */
+/* demo_cache.h - builds one layer's caches through the public API and runs decode
+ * attention: a batch of M sequences, sequence b holding the first
+ * n_tokens - M + 1 + b tokens (one batched append places sink / INT2 / recent rows
+ * by the cache rules), and one decode step per sequence. */
 #ifndef OKV_DEMO_CACHE_H
 #define OKV_DEMO_CACHE_H
 
@@ -19,10 +19,11 @@ typedef struct demo_run {
     float k_clip, v_clip;
     int32_t timing_reps;
     /* outputs */
-    float *out;       /* [n_queries, Hq, d], un-rotated */
-    float *k_hat;     /* [n_tokens, Hkv, d], rotated basis, dequantized */
-    float *q_rot;     /* [n_queries, Hq, d] */
-    double decode_ms; /* median decode call */
+    float *out;           /* [n_queries, Hq, d], un-rotated */
+    float *k_hat;         /* [rows, Hkv, d]: every sequence's logical keys, rotated basis */
+    int32_t *rows_indptr; /* [n_queries + 1]: sequence b's rows in k_hat */
+    float *q_rot;         /* [n_queries, Hq, d] */
+    double decode_ms;     /* median decode call */
 } demo_run_t;
 
 /* Returns OKV_SUCCESS or the failing status with a message in err. */

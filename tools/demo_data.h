@@ -18,16 +18,18 @@ typedef struct demo_data {
     int32_t real;     /* 1: model activations read from disk */
     char source[512]; /* what the data is, for the report */
     demo_layer_t *layers;
+    int32_t *layer_ids; /* model layer index of each entry */
 } demo_data_t;
 
-/* Reads dir/layer_{i}/{q,k,v}.npy for i = 0.. until a layer is missing (max_layers
- * caps it). Returns 0 on success, -1 with a message in err otherwise. */
+/* Reads dir/layer_{i}/{q,k,v}.npy for every i present (in increasing order, at most
+ * max_layers of them). Returns 0 on success, -1 with a message in err otherwise. */
 int demo_data_load(const char *dir, int32_t max_layers, demo_data_t *out, char *err, size_t err_cap);
 
 /* Synthetic activations: outlier key channels, RoPE-like pairs, anisotropic
- * queries per group, heavy-tailed values. Deterministic in seed. */
-int demo_data_synthesize(int32_t n_layers, int32_t n_tokens, int32_t hq, int32_t hkv, int32_t d, uint64_t seed,
-                         demo_data_t *out);
+ * queries per group, heavy-tailed values. Channel statistics depend on model_seed,
+ * the token draws on token_seed. */
+int demo_data_synthesize(int32_t n_layers, int32_t n_tokens, int32_t hq, int32_t hkv, int32_t d, uint64_t model_seed,
+                         uint64_t token_seed, demo_data_t *out);
 
 /* One layer's dumps: 0 ok, 1 when dir/layer_{layer} does not exist, -1 on error.
  * shape receives Hq, Hkv, d. */

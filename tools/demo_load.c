@@ -9,6 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/* layer_{i} directories looked for */
+#define OKV_DEMO_MAX_LAYER_ID 1024
+
 /* Converted copy of a loaded array as float32 (NULL on allocation failure). */
 static float *to_f32(const okv_npy_array_t *a)
 {
@@ -83,27 +86,41 @@ int demo_data_load(const char *dir, int32_t max_layers, demo_data_t *out, char *
 {
     memset(out, 0, sizeof *out);
     out->layers = calloc((size_t)max_layers, sizeof *out->layers);
-    if (!out->layers) return -1;
+    out->layer_ids = calloc((size_t)max_layers, sizeof *out->layer_ids);
+    if (!out->layers || !out->layer_ids) {
+        demo_data_free(out);
+        snprintf(err, cap, "out of memory");
+        return -1;
+    }
     out->real = 1;
     int64_t tokens = 0;
-    for (int32_t l = 0; l < max_layers; ++l) {
-        int32_t shape[3];
-        int rc = demo_layer_load(dir, l, &out->layers[l], shape, err, cap);
-        if (rc == 1 && l > 0) break;
-        if (rc != 0 ||
-            (l > 0 && (shape[0] != out->n_q_heads || shape[1] != out->n_kv_heads || shape[2] != out->head_dim))) {
-            if (rc == 0) snprintf(err, cap, "layer %d: head shape differs from layer 0", l);
-            out->n_layers = rc == 0 ? l + 1 : l;
+    for (int32_t id = 0; id < OKV_DEMO_MAX_LAYER_ID && out->n_layers < max_layers; ++id) {
+        int32_t shape[3], l = out->n_layers;
+        int rc = demo_layer_load(dir, id, &out->layers[l], shape, err, cap);
+        if (rc == 1) continue;
+        if (rc == 0 && l > 0 &&
+            (shape[0] != out->n_q_heads || shape[1] != out->n_kv_heads || shape[2] != out->head_dim)) {
+            snprintf(err, cap, "%s/layer_%d: head shape differs from the first layer", dir, id);
+            out->n_layers = l + 1;
+            rc = -1;
+        }
+        if (rc != 0) {
             demo_data_free(out);
             return -1;
         }
+        out->layer_ids[l] = id;
         out->n_q_heads = shape[0];
         out->n_kv_heads = shape[1];
         out->head_dim = shape[2];
         out->n_layers = l + 1;
         tokens += out->layers[l].n_tokens;
     }
-    snprintf(out->source, sizeof out->source, "real activations, %d layers, %lld tokens (%.300s/README.md)",
-             out->n_layers, (long long)tokens, dir);
+    if (out->n_layers == 0) {
+        snprintf(err, cap, "%.400s: no layer_*/ directories", dir);
+        demo_data_free(out);
+        return -1;
+    }
+    snprintf(out->source, sizeof out->source, "%d layers, %lld tokens from %.400s", out->n_layers, (long long)tokens,
+             dir);
     return 0;
 }

@@ -46,7 +46,8 @@ void demo_attention_ref(const demo_shape_t *s, const float *q, const float *k, c
     free(p);
 }
 
-double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat, const float *k_hat)
+double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat, const float *k_hat,
+                         const int32_t *rows_indptr)
 {
     double *p = malloc(sizeof(double) * (size_t)s->n_tokens), *ph = malloc(sizeof(double) * (size_t)s->n_tokens);
     double total = 0;
@@ -60,7 +61,7 @@ double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, 
         for (int32_t i = 0; i < s->hq; ++i) {
             size_t qo = ((size_t)b * s->hq + i) * s->d;
             probs(s, q + qo, k, i / g, n, p);
-            probs(s, q_hat + qo, k_hat, i / g, n, ph);
+            probs(s, q_hat + qo, k_hat + (size_t)rows_indptr[b] * s->hkv * s->d, i / g, n, ph);
             double kl = 0;
             for (int32_t t = 0; t < n; ++t)
                 if (p[t] > 0) kl += p[t] * (log(p[t]) - log(ph[t] > 1e-300 ? ph[t] : 1e-300));

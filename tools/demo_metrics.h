@@ -13,8 +13,10 @@ typedef struct demo_shape {
 /* o[b, i, :] = softmax(scale q k^T) v over the causal prefix, in double. */
 void demo_attention_ref(const demo_shape_t *s, const float *q, const float *k, const float *v, double *o);
 
-/* Mean KL(p_ref || p_hat) over queries and heads, p from (q, k) and (q_hat, k_hat). */
-double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat, const float *k_hat);
+/* Mean KL(p_ref || p_hat) over queries and heads, p from (q, k) and (q_hat, k_hat);
+ * query b's keys in k_hat start at row rows_indptr[b]. */
+double demo_attention_kl(const demo_shape_t *s, const float *q, const float *k, const float *q_hat, const float *k_hat,
+                         const int32_t *rows_indptr);
 
 /* ||o_hat - o_ref|| / ||o_ref|| over everything. */
 double demo_rel_err(const double *ref, const float *got, int64_t n);
