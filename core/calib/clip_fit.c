@@ -36,6 +36,16 @@ int okv_quant_row_roundtrip(float *x, int d, int g, float ratio, const okv_cache
     return 1;
 }
 
+/* y += a x. The fixed-length inner block lets -O2 vectorise it (no epilogue needed);
+ * element-wise, so results do not depend on vectorisation. */
+static void axpy(float *restrict y, float a, const float *restrict x, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        for (int u = 0; u < 16; ++u) y[j + u] += a * x[j + u];
+    for (; j < n; ++j) y[j] += a * x[j];
+}
+
 typedef struct att_problem {
     int t, hq, hkv, d, g;
     const float *q, *k, *v;
@@ -62,11 +72,7 @@ static void probabilities(att_problem_t *A, const float *k)
             float *row = A->p + ((size_t)i * t + s) * t;
             const float *qr = A->q + ((size_t)s * A->hq + i) * d;
             memset(row, 0, sizeof(float) * (size_t)t);
-            for (int c = 0; c < d; ++c) {
-                float qc = qr[c];
-                const float *kc = kt + (size_t)c * t;
-                for (int j = 0; j < t; ++j) row[j] += qc * kc[j];
-            }
+            for (int c = 0; c < d; ++c) axpy(row, qr[c], kt + (size_t)c * t, t);
             float mx = -INFINITY;
             for (int j = 0; j < t; ++j) {
                 row[j] *= scale;
@@ -94,11 +100,7 @@ static double outputs(att_problem_t *A, const float *v, int store_ref)
             const float *row = A->p + ((size_t)i * t + s) * t;
             float *o = A->o;
             memset(o, 0, sizeof(float) * (size_t)d);
-            for (int j = 0; j < t; ++j) {
-                float pj = row[j];
-                const float *vr = v + ((size_t)j * A->hkv + h) * d;
-                for (int c = 0; c < d; ++c) o[c] += pj * vr[c];
-            }
+            for (int j = 0; j < t; ++j) axpy(o, row[j], v + ((size_t)j * A->hkv + h) * d, d);
             double *ref = A->ref + ((size_t)i * t + s) * d;
             for (int c = 0; c < d; ++c) {
                 if (store_ref) ref[c] = o[c];

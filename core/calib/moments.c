@@ -7,27 +7,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* y += a x over n doubles; fixed-length blocks let -O2 vectorise (element-wise, so the
+ * result does not depend on it). */
+static void daxpy(double *restrict y, double a, const double *restrict x, int n)
+{
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; ++u) y[j + u] += a * x[j + u];
+    for (; j < n; ++j) y[j] += a * x[j];
+}
+
 void okv_sym_accumulate(int d, double *acc, const float *x, int64_t n, int64_t ld)
 {
     double xd[OKV_FMT_MAX_HEAD_DIM];
     for (int64_t r = 0; r < n; ++r) {
         const float *row = x + r * ld;
         for (int a = 0; a < d; ++a) xd[a] = row[a];
-        for (int a = 0; a < d; ++a) {
-            double xa = xd[a];
-            double *acc_row = acc + (size_t)a * d;
-            for (int b = a; b < d; ++b) acc_row[b] += xa * xd[b];
-        }
+        for (int a = 0; a < d; ++a) daxpy(acc + (size_t)a * d + a, xd[a], xd + a, d - a);
     }
 }
 
 void okv_sym_accumulate_w(int d, double *acc, const double *x, double w)
 {
-    for (int a = 0; a < d; ++a) {
-        double xa = w * x[a];
-        double *acc_row = acc + (size_t)a * d;
-        for (int b = a; b < d; ++b) acc_row[b] += xa * x[b];
-    }
+    for (int a = 0; a < d; ++a) daxpy(acc + (size_t)a * d + a, w * x[a], x + a, d - a);
 }
 
 void okv_sym_finish(int d, const double *acc, double s, double *out)
@@ -54,7 +56,7 @@ okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const flo
     for (int h = 0; h < hkv; ++h) {
         for (int t = 0; t < n; ++t)
             for (int c = 0; c < d; ++c) {
-                kd[(size_t)t * d + c] = k[((size_t)t * hkv + h) * d + c];
+                kd[(size_t)c * n + t] = k[((size_t)t * hkv + h) * d + c]; /* transposed [d][n] */
                 vd[(size_t)t * d + c] = v[((size_t)t * hkv + h) * d + c];
             }
         double *acc = cs + (size_t)h * d * d;
@@ -63,24 +65,17 @@ okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const flo
                 const float *qr = q + ((size_t)t * hq + i) * d;
                 for (int c = 0; c < d; ++c) qd[c] = qr[c];
                 double mx = -INFINITY;
-                for (int j = 0; j <= t; ++j) {
-                    const double *kr = kd + (size_t)j * d;
-                    double s = 0.0;
-                    for (int c = 0; c < d; ++c) s += qd[c] * kr[c];
-                    p[j] = s * scale;
+                memset(p, 0, sizeof(double) * (size_t)(t + 1));
+                for (int c = 0; c < d; ++c) daxpy(p, qd[c] * scale, kd + (size_t)c * n, t + 1);
+                for (int j = 0; j <= t; ++j)
                     if (p[j] > mx) mx = p[j];
-                }
                 double z = 0.0;
                 for (int j = 0; j <= t; ++j) {
                     p[j] = exp(p[j] - mx);
                     z += p[j];
                 }
                 memset(o, 0, sizeof(double) * (size_t)d);
-                for (int j = 0; j <= t; ++j) {
-                    double pj = p[j] / z;
-                    const double *vr = vd + (size_t)j * d;
-                    for (int c = 0; c < d; ++c) o[c] += pj * vr[c];
-                }
+                for (int j = 0; j <= t; ++j) daxpy(o, p[j] / z, vd + (size_t)j * d, d);
                 okv_sym_accumulate_w(d, acc, o, 1.0);
             }
         }
