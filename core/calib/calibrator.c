@@ -88,7 +88,8 @@ static void free_layer(calib_layer_t *L)
 OKV_API void okv_calibrator_destroy(okv_calibrator_t *cal)
 {
     if (!cal) return;
-    for (int32_t l = 0; l < cal->desc.n_layers; ++l) free_layer(&cal->layers[l]);
+    for (int32_t l = 0; l < cal->desc.n_layers; ++l)
+        free_layer(&cal->layers[l]);
     free(cal->layers);
     free(cal);
 }
@@ -142,6 +143,8 @@ OKV_API okv_status_t okv_calibrator_add(okv_calibrator_t *cal, int32_t layer, in
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "dtype %d: inputs must be F32, F16 or BF16", (int)dtype);
     if (n_tokens == 0) return OKV_SUCCESS;
     int d = D->head_dim, hq = D->n_q_heads, hkv = D->n_kv_heads, g = hq / hkv;
+    if ((size_t)n_tokens > SIZE_MAX / ((size_t)hq * (size_t)d * sizeof(float)))
+        return okv_fail(e, OKV_ERROR_BAD_SHAPE, "n_tokens %d too large for this address space", (int)n_tokens);
     size_t nq = (size_t)n_tokens * hq * d, nkv = (size_t)n_tokens * hkv * d;
     size_t esz = dtype == OKV_DTYPE_F32 ? 4 : 2;
     float *qf = malloc(nq * sizeof(float));
@@ -155,13 +158,17 @@ OKV_API okv_status_t okv_calibrator_add(okv_calibrator_t *cal, int32_t layer, in
     }
     size_t bad;
     const char *which = NULL;
-    if (!okv_calib_to_f32(q, dtype, nq, qf, &bad)) which = "q";
-    else if (!okv_calib_to_f32(k, dtype, nkv, kf, &bad)) which = "k";
-    else if (!okv_calib_to_f32(v, dtype, nkv, vf, &bad)) which = "v";
+    if (!okv_calib_to_f32(q, dtype, nq, qf, &bad))
+        which = "q";
+    else if (!okv_calib_to_f32(k, dtype, nkv, kf, &bad))
+        which = "k";
+    else if (!okv_calib_to_f32(v, dtype, nkv, vf, &bad))
+        which = "v";
     if (which) {
         size_t per = (size_t)(which[0] == 'q' ? hq : hkv) * d;
-        st = okv_fail(e, OKV_ERROR_NONFINITE_INPUT, "layer %d: NaN/Inf in %s at token %zu head %zu channel %zu; nothing added",
-                      (int)layer, which, bad / per, (bad % per) / (size_t)d, bad % (size_t)d);
+        st = okv_fail(e, OKV_ERROR_NONFINITE_INPUT,
+                      "layer %d: NaN/Inf in %s at token %zu head %zu channel %zu; nothing added", (int)layer, which,
+                      bad / per, (bad % per) / (size_t)d, bad % (size_t)d);
         goto done;
     }
     calib_layer_t *L = &cal->layers[layer];
@@ -190,23 +197,26 @@ OKV_API okv_status_t okv_calibrator_add(okv_calibrator_t *cal, int32_t layer, in
         double *cs_new = calloc((size_t)hkv * d * d, sizeof(double));
         if (!cs_new || okv_exact_value_accumulate(n_tokens, hq, hkv, d, qf, kf, vf, cs_new) != OKV_SUCCESS) {
             free(cs_new);
-            st = okv_fail(e, OKV_ERROR_OUT_OF_MEMORY, "layer %d: out of memory for the exact value target",
-                          (int)layer);
+            st = okv_fail(e, OKV_ERROR_OUT_OF_MEMORY, "layer %d: out of memory for the exact value target", (int)layer);
             goto done;
         }
-        for (size_t i = 0; i < (size_t)hkv * d * d; ++i) L->cs[i] += cs_new[i];
+        for (size_t i = 0; i < (size_t)hkv * d * d; ++i)
+            L->cs[i] += cs_new[i];
         free(cs_new);
     }
     for (int h = 0; h < hkv; ++h) {
         double *dd = L->cq + (size_t)h * d * d;
-        for (int i = h * g; i < (h + 1) * g; ++i) okv_sym_accumulate(d, dd, qf + (size_t)i * d, n_tokens, (int64_t)hq * d);
+        for (int i = h * g; i < (h + 1) * g; ++i)
+            okv_sym_accumulate(d, dd, qf + (size_t)i * d, n_tokens, (int64_t)hq * d);
         okv_sym_accumulate(d, L->kk + (size_t)h * d * d, kf + (size_t)h * d, n_tokens, (int64_t)hkv * d);
         okv_sym_accumulate(d, L->vv + (size_t)h * d * d, vf + (size_t)h * d, n_tokens, (int64_t)hkv * d);
     }
     okv_holdout_add(L, D->holdout_tokens, n_tokens, hq, hkv, d, qf, kf, vf);
     if (chunk) {
-        if (L->last) L->last->next = chunk;
-        else L->chunks = chunk;
+        if (L->last)
+            L->last->next = chunk;
+        else
+            L->chunks = chunk;
         L->last = chunk;
         chunk = NULL;
     }

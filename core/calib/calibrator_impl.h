@@ -51,8 +51,8 @@ void okv_sym_finish(int d, const double *acc, double s, double *out);
 /* EXACT value target: for every query head i (KV head h = i / g) and token t, the
  * causal attention output o = softmax(q_t K_h[0..t]^T / sqrt(d)) V_h[0..t]; adds o^T o
  * into cs[h] (upper triangle). q [n, Hq, d], k/v [n, Hkv, d]. */
-okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const float *q, const float *k,
-                                        const float *v, double *cs);
+okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const float *q, const float *k, const float *v,
+                                        double *cs);
 
 /* REFERENCE value target of one KV head from the kept rows: w_t = k_t C k_t^T,
  * cv = sum_t w_t v_t^T v_t / max(sum_t w_t, 1e-12) (full symmetric d x d). */
@@ -60,8 +60,8 @@ okv_status_t okv_reference_value_target(const calib_chunk_t *chunks, int hkv, in
                                         double *cv_full);
 
 /* Reservoir-sample the tokens of one add into the layer's held-back rows. */
-void okv_holdout_add(calib_layer_t *L, int32_t capacity, int n, int hq, int hkv, int d, const float *q,
-                     const float *k, const float *v);
+void okv_holdout_add(calib_layer_t *L, int32_t capacity, int n, int hq, int hkv, int d, const float *q, const float *k,
+                     const float *v);
 
 /* Clip-ratio fitting on rotated held-back rows (see clip_fit.c). */
 typedef struct okv_clip_fit_result {

@@ -23,15 +23,18 @@ int okv_quant_row_roundtrip(float *x, int d, int g, float ratio, const okv_cache
 {
     int clip_mode = quant->clip_mode == OKV_CLIP_BISECT ? OKV_FMT_CLIP_BISECT : OKV_FMT_CLIP_SORT;
     int qz = quant->quantizer == OKV_QUANT_LLOYD_MAX ? OKV_FMT_QUANT_LLOYD_MAX : OKV_FMT_QUANT_UNIFORM;
-    int md = quant->meta_dtype == OKV_DTYPE_F32 ? OKV_FMT_META_F32
-                                                 : (quant->meta_dtype == OKV_DTYPE_BF16 ? OKV_FMT_META_BF16 : OKV_FMT_META_F16);
+    int md = quant->meta_dtype == OKV_DTYPE_F32
+                 ? OKV_FMT_META_F32
+                 : (quant->meta_dtype == OKV_DTYPE_BF16 ? OKV_FMT_META_BF16 : OKV_FMT_META_F16);
     float tau = okv_clip_tau(x, d, ratio, clip_mode);
     if (tau >= 0.0f)
-        for (int c = 0; c < d; ++c) x[c] = fminf(fmaxf(x[c], -tau), tau);
+        for (int c = 0; c < d; ++c)
+            x[c] = fminf(fmaxf(x[c], -tau), tau);
     for (int g0 = 0; g0 < d; g0 += g) {
         float scale, lo;
         if (!okv_group_meta(x + g0, g, qz, md, &scale, &lo)) return 0;
-        for (int c = g0; c < g0 + g; ++c) x[c] = okv_dequant(okv_group_code(x[c], scale, lo, qz), scale, lo);
+        for (int c = g0; c < g0 + g; ++c)
+            x[c] = okv_dequant(okv_group_code(x[c], scale, lo, qz), scale, lo);
     }
     return 1;
 }
@@ -42,16 +45,18 @@ static void axpy(float *restrict y, float a, const float *restrict x, int n)
 {
     int j = 0;
     for (; j + 16 <= n; j += 16)
-        for (int u = 0; u < 16; ++u) y[j + u] += a * x[j + u];
-    for (; j < n; ++j) y[j] += a * x[j];
+        for (int u = 0; u < 16; ++u)
+            y[j + u] += a * x[j + u];
+    for (; j < n; ++j)
+        y[j] += a * x[j];
 }
 
 typedef struct att_problem {
     int t, hq, hkv, d, g;
     const float *q, *k, *v;
-    float *kt;  /* scratch: keys transposed per head [hkv][d][t] */
-    float *p;   /* softmax probabilities [hq][t][t] */
-    float *o;   /* output scratch [t][d] */
+    float *kt;   /* scratch: keys transposed per head [hkv][d][t] */
+    float *p;    /* softmax probabilities [hq][t][t] */
+    float *o;    /* output scratch [t][d] */
     double *ref; /* reference outputs [hq][t][d] */
     double ref_norm2;
 } att_problem_t;
@@ -64,7 +69,8 @@ static void probabilities(att_problem_t *A, const float *k)
     for (int h = 0; h < A->hkv; ++h) {
         float *kt = A->kt + (size_t)h * d * t;
         for (int j = 0; j < t; ++j)
-            for (int c = 0; c < d; ++c) kt[(size_t)c * t + j] = k[((size_t)j * A->hkv + h) * d + c];
+            for (int c = 0; c < d; ++c)
+                kt[(size_t)c * t + j] = k[((size_t)j * A->hkv + h) * d + c];
     }
     for (int i = 0; i < A->hq; ++i) {
         const float *kt = A->kt + (size_t)(i / A->g) * d * t;
@@ -72,7 +78,8 @@ static void probabilities(att_problem_t *A, const float *k)
             float *row = A->p + ((size_t)i * t + s) * t;
             const float *qr = A->q + ((size_t)s * A->hq + i) * d;
             memset(row, 0, sizeof(float) * (size_t)t);
-            for (int c = 0; c < d; ++c) axpy(row, qr[c], kt + (size_t)c * t, t);
+            for (int c = 0; c < d; ++c)
+                axpy(row, qr[c], kt + (size_t)c * t, t);
             float mx = -INFINITY;
             for (int j = 0; j < t; ++j) {
                 row[j] *= scale;
@@ -84,7 +91,8 @@ static void probabilities(att_problem_t *A, const float *k)
                 z += row[j];
             }
             float inv = (float)(1.0 / z);
-            for (int j = 0; j < t; ++j) row[j] *= inv;
+            for (int j = 0; j < t; ++j)
+                row[j] *= inv;
         }
     }
 }
@@ -100,10 +108,12 @@ static double outputs(att_problem_t *A, const float *v, int store_ref)
             const float *row = A->p + ((size_t)i * t + s) * t;
             float *o = A->o;
             memset(o, 0, sizeof(float) * (size_t)d);
-            for (int j = 0; j < t; ++j) axpy(o, row[j], v + ((size_t)j * A->hkv + h) * d, d);
+            for (int j = 0; j < t; ++j)
+                axpy(o, row[j], v + ((size_t)j * A->hkv + h) * d, d);
             double *ref = A->ref + ((size_t)i * t + s) * d;
             for (int c = 0; c < d; ++c) {
-                if (store_ref) ref[c] = o[c];
+                if (store_ref)
+                    ref[c] = o[c];
                 else {
                     double e = (double)o[c] - ref[c];
                     err2 += e * e;
@@ -136,7 +146,8 @@ static okv_status_t setup(att_problem_t *A, int t, int hq, int hkv, int d, const
         return okv_fail(err, OKV_ERROR_OUT_OF_MEMORY, "clip fit: out of memory (%d held-back tokens)", t);
     probabilities(A, k);
     outputs(A, v, 1);
-    for (size_t i = 0; i < (size_t)hq * t * d; ++i) A->ref_norm2 += A->ref[i] * A->ref[i];
+    for (size_t i = 0; i < (size_t)hq * t * d; ++i)
+        A->ref_norm2 += A->ref[i] * A->ref[i];
     return OKV_SUCCESS;
 }
 

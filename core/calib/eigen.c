@@ -12,7 +12,8 @@
 static void symmetrise(int n, const double *C, double *A)
 {
     for (int i = 0; i < n; ++i)
-        for (int j = 0; j < n; ++j) A[(size_t)i * n + j] = 0.5 * (C[(size_t)i * n + j] + C[(size_t)j * n + i]);
+        for (int j = 0; j < n; ++j)
+            A[(size_t)i * n + j] = 0.5 * (C[(size_t)i * n + j] + C[(size_t)j * n + i]);
 }
 
 static int all_finite(size_t n, const double *x)
@@ -46,11 +47,13 @@ static void sort_ascending(int n, double *U, double *w)
  * sub-diagonal e (e[i] couples i-1 and i), V the accumulated orthogonal transform. */
 static void tred2(int n, double *V, double *d, double *e)
 {
-#define VV(i, j) V[(size_t)(i) * n + (j)]
-    for (int j = 0; j < n; ++j) d[j] = VV(n - 1, j);
+#define VV(i, j) V[(size_t)(i)*n + (j)]
+    for (int j = 0; j < n; ++j)
+        d[j] = VV(n - 1, j);
     for (int i = n - 1; i > 0; --i) {
         double scale = 0.0, h = 0.0;
-        for (int k = 0; k < i; ++k) scale += fabs(d[k]);
+        for (int k = 0; k < i; ++k)
+            scale += fabs(d[k]);
         if (scale == 0.0) {
             e[i] = d[i - 1];
             for (int j = 0; j < i; ++j) {
@@ -69,7 +72,8 @@ static void tred2(int n, double *V, double *d, double *e)
             e[i] = scale * g;
             h -= f * g;
             d[i - 1] = f - g;
-            for (int j = 0; j < i; ++j) e[j] = 0.0;
+            for (int j = 0; j < i; ++j)
+                e[j] = 0.0;
             for (int j = 0; j < i; ++j) {
                 f = d[j];
                 VV(j, i) = f;
@@ -86,11 +90,13 @@ static void tred2(int n, double *V, double *d, double *e)
                 f += e[j] * d[j];
             }
             double hh = f / (h + h);
-            for (int j = 0; j < i; ++j) e[j] -= hh * d[j];
+            for (int j = 0; j < i; ++j)
+                e[j] -= hh * d[j];
             for (int j = 0; j < i; ++j) {
                 f = d[j];
                 g = e[j];
-                for (int k = j; k <= i - 1; ++k) VV(k, j) -= (f * e[k] + g * d[k]);
+                for (int k = j; k <= i - 1; ++k)
+                    VV(k, j) -= (f * e[k] + g * d[k]);
                 d[j] = VV(i - 1, j);
                 VV(i, j) = 0.0;
             }
@@ -102,14 +108,18 @@ static void tred2(int n, double *V, double *d, double *e)
         VV(i, i) = 1.0;
         double h = d[i + 1];
         if (h != 0.0) {
-            for (int k = 0; k <= i; ++k) d[k] = VV(k, i + 1) / h;
+            for (int k = 0; k <= i; ++k)
+                d[k] = VV(k, i + 1) / h;
             for (int j = 0; j <= i; ++j) {
                 double g = 0.0;
-                for (int k = 0; k <= i; ++k) g += VV(k, i + 1) * VV(k, j);
-                for (int k = 0; k <= i; ++k) VV(k, j) -= g * d[k];
+                for (int k = 0; k <= i; ++k)
+                    g += VV(k, i + 1) * VV(k, j);
+                for (int k = 0; k <= i; ++k)
+                    VV(k, j) -= g * d[k];
             }
         }
-        for (int k = 0; k <= i; ++k) VV(k, i + 1) = 0.0;
+        for (int k = 0; k <= i; ++k)
+            VV(k, i + 1) = 0.0;
     }
     for (int j = 0; j < n; ++j) {
         d[j] = VV(n - 1, j);
@@ -124,8 +134,9 @@ static void tred2(int n, double *V, double *d, double *e)
  * needs more than EIG_QL_MAX_ITER iterations. */
 static int tql2(int n, double *V, double *d, double *e)
 {
-#define VV(i, j) V[(size_t)(i) * n + (j)]
-    for (int i = 1; i < n; ++i) e[i - 1] = e[i];
+#define VV(i, j) V[(size_t)(i)*n + (j)]
+    for (int i = 1; i < n; ++i)
+        e[i - 1] = e[i];
     e[n - 1] = 0.0;
     double f = 0.0, tst1 = 0.0;
     const double eps = DBL_EPSILON;
@@ -148,7 +159,8 @@ static int tql2(int n, double *V, double *d, double *e)
                 d[l + 1] = e[l] * (p + r);
                 double dl1 = d[l + 1];
                 double h = g - d[l];
-                for (int i = l + 2; i < n; ++i) d[i] -= h;
+                for (int i = l + 2; i < n; ++i)
+                    d[i] -= h;
                 f += h;
                 p = d[m];
                 double c = 1.0, c2 = 1.0, c3 = 1.0;
@@ -215,15 +227,18 @@ okv_status_t okv_eig_jacobi(int n, const double *C, double *U, double *w)
     if (!A) return OKV_ERROR_OUT_OF_MEMORY;
     symmetrise(n, C, A);
     memset(U, 0, sizeof(double) * (size_t)n * n);
-    for (int i = 0; i < n; ++i) U[(size_t)i * n + i] = 1.0;
+    for (int i = 0; i < n; ++i)
+        U[(size_t)i * n + i] = 1.0;
     double norm = 0.0;
-    for (size_t i = 0; i < (size_t)n * n; ++i) norm += A[i] * A[i];
+    for (size_t i = 0; i < (size_t)n * n; ++i)
+        norm += A[i] * A[i];
     norm = sqrt(norm);
     int converged = 0;
     for (int sweep = 0; sweep < EIG_JACOBI_MAX_SWEEPS && !converged; ++sweep) {
         double off = 0.0;
         for (int p = 0; p < n; ++p)
-            for (int q = p + 1; q < n; ++q) off += A[(size_t)p * n + q] * A[(size_t)p * n + q];
+            for (int q = p + 1; q < n; ++q)
+                off += A[(size_t)p * n + q] * A[(size_t)p * n + q];
         if (sqrt(2.0 * off) <= 1e-17 * norm || off == 0.0) {
             converged = 1;
             break;
@@ -260,7 +275,8 @@ okv_status_t okv_eig_jacobi(int n, const double *C, double *U, double *w)
             }
         }
     }
-    for (int i = 0; i < n; ++i) w[i] = A[(size_t)i * n + i];
+    for (int i = 0; i < n; ++i)
+        w[i] = A[(size_t)i * n + i];
     free(A);
     sort_ascending(n, U, w);
     return verify(n, C, U, w);
@@ -273,8 +289,7 @@ okv_status_t okv_eig_sym(int n, const double *C, double *U, double *w)
     return st;
 }
 
-void okv_eig_check(int n, const double *C, const double *U, const double *w, double *rel_residual,
-                   double *ortho_err)
+void okv_eig_check(int n, const double *C, const double *U, const double *w, double *rel_residual, double *ortho_err)
 {
     double cn = 0.0, res = 0.0, orth = 0.0;
     for (int i = 0; i < n; ++i) {
@@ -289,7 +304,8 @@ void okv_eig_check(int n, const double *C, const double *U, const double *w, dou
             res += s * s;
             /* (U^T U)[i][j] */
             double o = 0.0;
-            for (int k = 0; k < n; ++k) o += U[(size_t)k * n + i] * U[(size_t)k * n + j];
+            for (int k = 0; k < n; ++k)
+                o += U[(size_t)k * n + i] * U[(size_t)k * n + j];
             o -= (i == j) ? 1.0 : 0.0;
             if (fabs(o) > orth || o != o) orth = o != o ? INFINITY : fabs(o);
         }

@@ -20,7 +20,6 @@ okv_status_t okv_eig_tridiag_ql(int n, const double *C, double *U, double *w);
 okv_status_t okv_eig_jacobi(int n, const double *C, double *U, double *w);
 
 /* ||C U - U diag(w)||_F / max(||C||_F, tiny) and max |U^T U - I| (C symmetrised). */
-void okv_eig_check(int n, const double *C, const double *U, const double *w, double *rel_residual,
-                   double *ortho_err);
+void okv_eig_check(int n, const double *C, const double *U, const double *w, double *rel_residual, double *ortho_err);
 
 #endif

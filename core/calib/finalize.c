@@ -43,9 +43,12 @@ static okv_status_t build_target(fin_ctx_t *F, const calib_layer_t *L, int kv, i
     for (int h = h0; h < h1; ++h) {
         double weight = 1.0 / (double)(h1 - h0);
         size_t off = (size_t)h * d * d;
-        if (kv == 0 && !plain) okv_sym_finish(d, L->cq + off, 1.0 / (N * F->g), F->tmp);
-        else if (kv == 0) okv_sym_finish(d, L->kk + off, 1.0 / N, F->tmp);
-        else if (plain) okv_sym_finish(d, L->vv + off, 1.0 / N, F->tmp);
+        if (kv == 0 && !plain)
+            okv_sym_finish(d, L->cq + off, 1.0 / (N * F->g), F->tmp);
+        else if (kv == 0)
+            okv_sym_finish(d, L->kk + off, 1.0 / N, F->tmp);
+        else if (plain)
+            okv_sym_finish(d, L->vv + off, 1.0 / N, F->tmp);
         else if (F->cal->desc.value_target == OKV_VALUE_TARGET_EXACT)
             okv_sym_finish(d, L->cs + off, 1.0 / (N * F->g), F->tmp);
         else {
@@ -53,7 +56,8 @@ static okv_status_t build_target(fin_ctx_t *F, const calib_layer_t *L, int kv, i
             if (okv_reference_value_target(L->chunks, hkv, d, h, F->R, F->tmp) != OKV_SUCCESS)
                 return OKV_ERROR_OUT_OF_MEMORY;
         }
-        for (size_t i = 0; i < (size_t)d * d; ++i) out[i] += weight * F->tmp[i];
+        for (size_t i = 0; i < (size_t)d * d; ++i)
+            out[i] += weight * F->tmp[i];
     }
     return OKV_SUCCESS;
 }
@@ -67,19 +71,22 @@ static okv_status_t rotate_rows(const float *x, float *out, int rows, int heads,
             const float *xr = x + ((size_t)t * heads + h) * d;
             float *o = out + ((size_t)t * heads + h) * d;
             double acc[256];
-            for (int c = 0; c < d; ++c) acc[c] = 0.0;
+            for (int c = 0; c < d; ++c)
+                acc[c] = 0.0;
             for (int a = 0; a < d; ++a) {
                 double xa = xr[a];
                 const float *Rr = R + (size_t)a * d;
-                for (int c = 0; c < d; ++c) acc[c] += xa * Rr[c];
+                for (int c = 0; c < d; ++c)
+                    acc[c] += xa * Rr[c];
             }
-            for (int c = 0; c < d; ++c) o[c] = (float)acc[c];
+            for (int c = 0; c < d; ++c)
+                o[c] = (float)acc[c];
         }
     return OKV_SUCCESS;
 }
 
-static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_rot_layer_t *RL, int layer,
-                                    char *report, size_t report_cap)
+static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_rot_layer_t *RL, int layer, char *report,
+                                    size_t report_cap)
 {
     int t = L->held, d = F->d;
     float *q = malloc(sizeof(float) * (size_t)t * F->hq * d);
@@ -99,8 +106,7 @@ static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_ro
             RL->v_clip = res.v_ratio;
             size_t n = strlen(report);
             snprintf(report + n, report_cap - n, "%s%d:k=%.2f,%.6g,%.6g;v=%.2f,%.6g,%.6g", n ? " " : "", layer,
-                     (double)res.k_ratio, res.k_err, res.k_err_fixed, (double)res.v_ratio, res.v_err,
-                     res.v_err_fixed);
+                     (double)res.k_ratio, res.k_err, res.k_err_fixed, (double)res.v_ratio, res.v_err, res.v_err_fixed);
         } else {
             size_t n = strlen(F->cal->err.msg);
             snprintf(F->cal->err.msg + n, sizeof F->cal->err.msg - n, " (layer %d)", layer);
@@ -116,13 +122,14 @@ static okv_status_t check_options(okv_calibrator_t *cal, const okv_calib_options
 {
     okv_err_t *e = &cal->err;
     if (opt->size < sizeof *opt)
-        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "okv_calib_options_t.size %zu < %zu (use okv_calib_options_init)",
-                        opt->size, sizeof *opt);
+        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT,
+                        "okv_calib_options_t.size %zu < %zu (use okv_calib_options_init)", opt->size, sizeof *opt);
     if ((int)opt->method < OKV_ROT_OSCAR || (int)opt->method > OKV_ROT_PLAIN_COV)
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "unknown rotation method %d", (int)opt->method);
     if (opt->granularity != OKV_GRANULARITY_LAYER && opt->granularity != OKV_GRANULARITY_HEAD)
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "unknown granularity %d", (int)opt->granularity);
-    if (!(opt->k_clip_ratio > 0.0f && opt->k_clip_ratio <= 1.0f) || !(opt->v_clip_ratio > 0.0f && opt->v_clip_ratio <= 1.0f))
+    if (!(opt->k_clip_ratio > 0.0f && opt->k_clip_ratio <= 1.0f) ||
+        !(opt->v_clip_ratio > 0.0f && opt->v_clip_ratio <= 1.0f))
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "clip ratios %g / %g outside (0, 1]", (double)opt->k_clip_ratio,
                         (double)opt->v_clip_ratio);
     for (int32_t l = 0; l < cal->desc.n_layers; ++l) {
@@ -178,7 +185,8 @@ static okv_status_t put_meta(okv_calibrator_t *cal, okv_rotation_set_t *rs, cons
         PUT("seed", buf);
         snprintf(buf, sizeof buf, "group=%d,meta=%s,quantizer=%s,clip=%s",
                  (int)(opt->quant.group_size ? opt->quant.group_size : cal->desc.head_dim),
-                 opt->quant.meta_dtype == OKV_DTYPE_F32 ? "f32" : (opt->quant.meta_dtype == OKV_DTYPE_BF16 ? "bf16" : "f16"),
+                 opt->quant.meta_dtype == OKV_DTYPE_F32 ? "f32"
+                                                        : (opt->quant.meta_dtype == OKV_DTYPE_BF16 ? "bf16" : "f16"),
                  opt->quant.quantizer == OKV_QUANT_LLOYD_MAX ? "lloyd_max" : "uniform",
                  opt->quant.clip_mode == OKV_CLIP_BISECT ? "bisect" : "sort");
         PUT("clip_fit_quant", buf);
@@ -193,7 +201,8 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
                                              okv_rotation_set_t **rotations)
 {
     if (!cal) return OKV_ERROR_NULL_POINTER;
-    if (!opt || !rotations) return okv_fail(&cal->err, OKV_ERROR_NULL_POINTER, "okv_calibrator_finalize: NULL argument");
+    if (!opt || !rotations)
+        return okv_fail(&cal->err, OKV_ERROR_NULL_POINTER, "okv_calibrator_finalize: NULL argument");
     *rotations = NULL;
     okv_status_t st = check_options(cal, opt);
     if (st != OKV_SUCCESS) return st;
@@ -249,14 +258,16 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
                                  (int)l, kv ? 'V' : 'K', r);
                         break;
                     }
-                    for (int i = 0; i < F.d; ++i) (*eig)[(size_t)r * F.d + i] = (float)F.w[i];
+                    for (int i = 0; i < F.d; ++i)
+                        (*eig)[(size_t)r * F.d + i] = (float)F.w[i];
                 }
                 st = okv_compose_rotation(opt->method, F.d, eigen ? F.U : NULL, opt->use_permutation, F.R);
                 if (st != OKV_SUCCESS) {
                     okv_fail(&cal->err, st, "finalize: composing the rotation failed");
                     break;
                 }
-                for (size_t i = 0; i < dd; ++i) rot[(size_t)r * dd + i] = (float)F.R[i];
+                for (size_t i = 0; i < dd; ++i)
+                    rot[(size_t)r * dd + i] = (float)F.R[i];
             }
         }
         if (st != OKV_SUCCESS) break;

@@ -38,13 +38,16 @@ OKV_API okv_status_t okv_fold_v_projection(const okv_layer_rotation_t *rot, int3
         for (int32_t h = 0; h < n_kv_heads; ++h) {
             const float *R = rv_of(rot, h);
             float *x = row + (size_t)h * d;
-            for (int c = 0; c < d; ++c) acc[c] = 0.0;
+            for (int c = 0; c < d; ++c)
+                acc[c] = 0.0;
             for (int a = 0; a < d; ++a) {
                 double xa = x[a];
                 const float *Ra = R + (size_t)a * d;
-                for (int c = 0; c < d; ++c) acc[c] += xa * Ra[c];
+                for (int c = 0; c < d; ++c)
+                    acc[c] += xa * Ra[c];
             }
-            for (int c = 0; c < d; ++c) x[c] = (float)acc[c];
+            for (int c = 0; c < d; ++c)
+                x[c] = (float)acc[c];
         }
     }
     free(acc);
@@ -72,10 +75,12 @@ OKV_API okv_status_t okv_fold_o_projection(const okv_layer_rotation_t *rot, int3
             for (int a = 0; a < d; ++a) {
                 double rba = R[(size_t)b * d + a];
                 double *acc_a = acc + (size_t)a * oc;
-                for (size_t c = 0; c < oc; ++c) acc_a[c] += rba * Bb[c];
+                for (size_t c = 0; c < oc; ++c)
+                    acc_a[c] += rba * Bb[c];
             }
         }
-        for (size_t x = 0; x < (size_t)d * oc; ++x) blk[x] = (float)acc[x];
+        for (size_t x = 0; x < (size_t)d * oc; ++x)
+            blk[x] = (float)acc[x];
     }
     free(acc);
     return OKV_SUCCESS;

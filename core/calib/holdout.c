@@ -4,14 +4,15 @@
 
 #include <string.h>
 
-void okv_holdout_add(calib_layer_t *L, int32_t capacity, int n, int hq, int hkv, int d, const float *q,
-                     const float *k, const float *v)
+void okv_holdout_add(calib_layer_t *L, int32_t capacity, int n, int hq, int hkv, int d, const float *q, const float *k,
+                     const float *v)
 {
     if (capacity <= 0) return;
     size_t qrow = (size_t)hq * d, kvrow = (size_t)hkv * d;
     for (int t = 0; t < n; ++t) {
         int64_t slot;
-        if (L->seen < capacity) slot = L->seen;
+        if (L->seen < capacity)
+            slot = L->seen;
         else {
             uint64_t j = okv_rng_below(&L->rng, (uint64_t)L->seen + 1u);
             slot = j < (uint64_t)capacity ? (int64_t)j : -1;

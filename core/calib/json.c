@@ -31,7 +31,8 @@ static int parse_value(parser_t *p, okv_json_t *v, int depth);
 
 static int put_utf8(char *buf, size_t *len, uint32_t cp)
 {
-    if (cp < 0x80) buf[(*len)++] = (char)cp;
+    if (cp < 0x80)
+        buf[(*len)++] = (char)cp;
     else if (cp < 0x800) {
         buf[(*len)++] = (char)(0xc0 | (cp >> 6));
         buf[(*len)++] = (char)(0x80 | (cp & 0x3f));
@@ -55,10 +56,14 @@ static int hex4(parser_t *p, uint32_t *out)
     for (int k = 0; k < 4; ++k) {
         char c = p->s[p->i++];
         v <<= 4;
-        if (c >= '0' && c <= '9') v |= (uint32_t)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (uint32_t)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (uint32_t)(c - 'A' + 10);
-        else return fail(p, "bad hex digit in \\u escape");
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return fail(p, "bad hex digit in \\u escape");
     }
     *out = v;
     return 1;
@@ -71,10 +76,20 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     if (c < 0x80) return 1;
     size_t len;
     uint32_t cp, min;
-    if ((c & 0xe0) == 0xc0) { len = 2; cp = c & 0x1f; min = 0x80; }
-    else if ((c & 0xf0) == 0xe0) { len = 3; cp = c & 0x0f; min = 0x800; }
-    else if ((c & 0xf8) == 0xf0) { len = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
+    if ((c & 0xe0) == 0xc0) {
+        len = 2;
+        cp = c & 0x1f;
+        min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        len = 3;
+        cp = c & 0x0f;
+        min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+        len = 4;
+        cp = c & 0x07;
+        min = 0x10000;
+    } else
+        return 0;
     if (n < len) return 0;
     for (size_t k = 1; k < len; ++k) {
         if ((s[k] & 0xc0) != 0x80) return 0;
@@ -90,7 +105,8 @@ static int parse_string(parser_t *p, char **out, size_t *out_len)
     p->i++;
     size_t start = p->i, end = start;
     /* find the closing quote to size the buffer */
-    while (end < p->n && p->s[end] != '"') end += (p->s[end] == '\\') ? 2 : 1;
+    while (end < p->n && p->s[end] != '"')
+        end += (p->s[end] == '\\') ? 2 : 1;
     if (end >= p->n) return fail(p, "unterminated string");
     char *buf = malloc(end - start + 1);
     if (!buf) return fail(p, "out of memory");
@@ -183,8 +199,10 @@ static int parse_number(parser_t *p, okv_json_t *v)
     } else {
         while (p->i < p->n && is_digit(p->s[p->i])) {
             unsigned dg = (unsigned)(p->s[p->i] - '0');
-            if (mag > (UINT64_MAX - dg) / 10) overflow = 1;
-            else mag = mag * 10 + dg;
+            if (mag > (UINT64_MAX - dg) / 10)
+                overflow = 1;
+            else
+                mag = mag * 10 + dg;
             p->i++;
         }
     }
@@ -192,14 +210,16 @@ static int parse_number(parser_t *p, okv_json_t *v)
         is_int = 0;
         p->i++;
         if (p->i >= p->n || !is_digit(p->s[p->i])) return fail(p, "bad fraction");
-        while (p->i < p->n && is_digit(p->s[p->i])) p->i++;
+        while (p->i < p->n && is_digit(p->s[p->i]))
+            p->i++;
     }
     if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
         is_int = 0;
         p->i++;
         if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
         if (p->i >= p->n || !is_digit(p->s[p->i])) return fail(p, "bad exponent");
-        while (p->i < p->n && is_digit(p->s[p->i])) p->i++;
+        while (p->i < p->n && is_digit(p->s[p->i]))
+            p->i++;
     }
     (void)start;
     v->type = OKV_JSON_NUMBER;
@@ -291,7 +311,8 @@ static int parse_container(parser_t *p, okv_json_t *v, int depth, int object)
         memcpy(sorted, v->keys, v->count * sizeof *sorted);
         qsort(sorted, v->count, sizeof *sorted, cmp_keyp);
         int dup = 0;
-        for (size_t k = 1; k < v->count && !dup; ++k) dup = strcmp(sorted[k - 1], sorted[k]) == 0;
+        for (size_t k = 1; k < v->count && !dup; ++k)
+            dup = strcmp(sorted[k - 1], sorted[k]) == 0;
         free(sorted);
         if (dup) return fail(p, "duplicate key");
     }
@@ -307,16 +328,12 @@ static int parse_value(parser_t *p, okv_json_t *v, int depth)
     switch (c) {
     case '{': return parse_container(p, v, depth, 1);
     case '[': return parse_container(p, v, depth, 0);
-    case '"':
-        v->type = OKV_JSON_STRING;
-        return parse_string(p, &v->str, &v->len);
+    case '"': v->type = OKV_JSON_STRING; return parse_string(p, &v->str, &v->len);
     case 't':
         v->type = OKV_JSON_BOOL;
         v->boolean = 1;
         return match_lit(p, "true");
-    case 'f':
-        v->type = OKV_JSON_BOOL;
-        return match_lit(p, "false");
+    case 'f': v->type = OKV_JSON_BOOL; return match_lit(p, "false");
     case 'n': v->type = OKV_JSON_NULL; return match_lit(p, "null");
     default:
         if (c == '-' || is_digit(c)) return parse_number(p, v);
@@ -376,15 +393,33 @@ size_t okv_json_escape(const char *s, char *buf, size_t cap)
     PUTC('"');
     for (const unsigned char *c = (const unsigned char *)s; *c; ++c) {
         switch (*c) {
-        case '"': PUTC('\\'); PUTC('"'); break;
-        case '\\': PUTC('\\'); PUTC('\\'); break;
-        case '\n': PUTC('\\'); PUTC('n'); break;
-        case '\r': PUTC('\\'); PUTC('r'); break;
-        case '\t': PUTC('\\'); PUTC('t'); break;
+        case '"':
+            PUTC('\\');
+            PUTC('"');
+            break;
+        case '\\':
+            PUTC('\\');
+            PUTC('\\');
+            break;
+        case '\n':
+            PUTC('\\');
+            PUTC('n');
+            break;
+        case '\r':
+            PUTC('\\');
+            PUTC('r');
+            break;
+        case '\t':
+            PUTC('\\');
+            PUTC('t');
+            break;
         default:
             if (*c < 0x20) {
                 static const char hx[] = "0123456789abcdef";
-                PUTC('\\'); PUTC('u'); PUTC('0'); PUTC('0');
+                PUTC('\\');
+                PUTC('u');
+                PUTC('0');
+                PUTC('0');
                 PUTC(hx[*c >> 4]);
                 PUTC(hx[*c & 15]);
             } else {

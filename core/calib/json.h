@@ -21,12 +21,12 @@ typedef enum okv_json_type {
 typedef struct okv_json {
     okv_json_type_t type;
     int boolean;
-    int is_int;     /* NUMBER without fraction/exponent that fits int64 */
+    int is_int; /* NUMBER without fraction/exponent that fits int64 */
     int64_t ival;
-    char *str;      /* STRING: NUL-terminated UTF-8 */
+    char *str; /* STRING: NUL-terminated UTF-8 */
     size_t len;
-    size_t count;   /* ARRAY / OBJECT members */
-    char **keys;    /* OBJECT */
+    size_t count; /* ARRAY / OBJECT members */
+    char **keys;  /* OBJECT */
     struct okv_json *items;
 } okv_json_t;
 

@@ -13,8 +13,10 @@ static void daxpy(double *restrict y, double a, const double *restrict x, int n)
 {
     int j = 0;
     for (; j + 8 <= n; j += 8)
-        for (int u = 0; u < 8; ++u) y[j + u] += a * x[j + u];
-    for (; j < n; ++j) y[j] += a * x[j];
+        for (int u = 0; u < 8; ++u)
+            y[j + u] += a * x[j + u];
+    for (; j < n; ++j)
+        y[j] += a * x[j];
 }
 
 void okv_sym_accumulate(int d, double *acc, const float *x, int64_t n, int64_t ld)
@@ -22,24 +24,28 @@ void okv_sym_accumulate(int d, double *acc, const float *x, int64_t n, int64_t l
     double xd[OKV_FMT_MAX_HEAD_DIM];
     for (int64_t r = 0; r < n; ++r) {
         const float *row = x + r * ld;
-        for (int a = 0; a < d; ++a) xd[a] = row[a];
-        for (int a = 0; a < d; ++a) daxpy(acc + (size_t)a * d + a, xd[a], xd + a, d - a);
+        for (int a = 0; a < d; ++a)
+            xd[a] = row[a];
+        for (int a = 0; a < d; ++a)
+            daxpy(acc + (size_t)a * d + a, xd[a], xd + a, d - a);
     }
 }
 
 void okv_sym_accumulate_w(int d, double *acc, const double *x, double w)
 {
-    for (int a = 0; a < d; ++a) daxpy(acc + (size_t)a * d + a, w * x[a], x + a, d - a);
+    for (int a = 0; a < d; ++a)
+        daxpy(acc + (size_t)a * d + a, w * x[a], x + a, d - a);
 }
 
 void okv_sym_finish(int d, const double *acc, double s, double *out)
 {
     for (int a = 0; a < d; ++a)
-        for (int b = a; b < d; ++b) out[(size_t)a * d + b] = out[(size_t)b * d + a] = s * acc[(size_t)a * d + b];
+        for (int b = a; b < d; ++b)
+            out[(size_t)a * d + b] = out[(size_t)b * d + a] = s * acc[(size_t)a * d + b];
 }
 
-okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const float *q, const float *k,
-                                        const float *v, double *cs)
+okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const float *q, const float *k, const float *v,
+                                        double *cs)
 {
     int g = hq / hkv;
     double *p = malloc(sizeof(double) * (size_t)n);
@@ -63,10 +69,12 @@ okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const flo
         for (int i = h * g; i < (h + 1) * g; ++i) {
             for (int t = 0; t < n; ++t) {
                 const float *qr = q + ((size_t)t * hq + i) * d;
-                for (int c = 0; c < d; ++c) qd[c] = qr[c];
+                for (int c = 0; c < d; ++c)
+                    qd[c] = qr[c];
                 double mx = -INFINITY;
                 memset(p, 0, sizeof(double) * (size_t)(t + 1));
-                for (int c = 0; c < d; ++c) daxpy(p, qd[c] * scale, kd + (size_t)c * n, t + 1);
+                for (int c = 0; c < d; ++c)
+                    daxpy(p, qd[c] * scale, kd + (size_t)c * n, t + 1);
                 for (int j = 0; j <= t; ++j)
                     if (p[j] > mx) mx = p[j];
                 double z = 0.0;
@@ -75,7 +83,8 @@ okv_status_t okv_exact_value_accumulate(int n, int hq, int hkv, int d, const flo
                     z += p[j];
                 }
                 memset(o, 0, sizeof(double) * (size_t)d);
-                for (int j = 0; j <= t; ++j) daxpy(o, p[j] / z, vd + (size_t)j * d, d);
+                for (int j = 0; j <= t; ++j)
+                    daxpy(o, p[j] / z, vd + (size_t)j * d, d);
                 okv_sym_accumulate_w(d, acc, o, 1.0);
             }
         }
@@ -119,11 +128,13 @@ okv_status_t okv_reference_value_target(const calib_chunk_t *chunks, int hkv, in
             for (int a = 0; a < d; ++a) {
                 const double *crow = cq_full + (size_t)a * d;
                 double s = 0.0;
-                for (int b = 0; b < d; ++b) s += crow[b] * kr[b];
+                for (int b = 0; b < d; ++b)
+                    s += crow[b] * kr[b];
                 y[a] = s;
             }
             double w = 0.0;
-            for (int a = 0; a < d; ++a) w += kr[a] * y[a];
+            for (int a = 0; a < d; ++a)
+                w += kr[a] * y[a];
             sum_w += w;
             okv_sym_accumulate_w(d, acc, vr, w);
         }

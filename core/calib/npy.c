@@ -112,9 +112,12 @@ okv_status_t okv_npy_parse(const void *image, size_t bytes, okv_npy_info_t *info
             if (!pystr(&L, descr, sizeof descr)) return bad(err, errcap, "bad descr");
             have_descr = 1;
         } else if (strcmp(key, "fortran_order") == 0 && !have_fortran) {
-            if (word(&L, "False")) fortran = 0;
-            else if (word(&L, "True")) fortran = 1;
-            else return bad(err, errcap, "bad fortran_order");
+            if (word(&L, "False"))
+                fortran = 0;
+            else if (word(&L, "True"))
+                fortran = 1;
+            else
+                return bad(err, errcap, "bad fortran_order");
             have_fortran = 1;
         } else if (strcmp(key, "shape") == 0 && !have_shape) {
             if (!shape_tuple(&L, info)) return bad(err, errcap, "bad shape tuple");
@@ -128,7 +131,8 @@ okv_status_t okv_npy_parse(const void *image, size_t bytes, okv_npy_info_t *info
     }
     ws(&L);
     if (L.i != L.n) return bad(err, errcap, "trailing characters after the header dict");
-    if (!have_descr || !have_fortran || !have_shape) return bad(err, errcap, "header lacks descr, fortran_order or shape");
+    if (!have_descr || !have_fortran || !have_shape)
+        return bad(err, errcap, "header lacks descr, fortran_order or shape");
     if (fortran) return bad(err, errcap, "Fortran-order arrays are not supported (use C order)");
     size_t esz;
     if (strcmp(descr, "<f4") == 0 || strcmp(descr, "=f4") == 0) {

@@ -18,13 +18,13 @@ typedef struct okv_npy_info {
     okv_dtype_t dtype;
     int32_t ndim;
     int64_t shape[OKV_NPY_MAX_DIMS];
-    uint64_t count;       /* product of shape (1 for a 0-d array) */
-    size_t data_offset;   /* bytes from the file start to the first element */
+    uint64_t count;     /* product of shape (1 for a 0-d array) */
+    size_t data_offset; /* bytes from the file start to the first element */
 } okv_npy_info_t;
 
 typedef struct okv_npy_array {
     okv_npy_info_t info;
-    void *data;           /* count elements, native little-endian layout; free with okv_npy_free */
+    void *data; /* count elements, native little-endian layout; free with okv_npy_free */
 } okv_npy_array_t;
 
 /* Parse the header of an in-memory .npy image of `bytes` bytes and check that the

@@ -53,7 +53,8 @@ OKV_API okv_status_t okv_rotation_set_create(int32_t n_layers, int32_t head_dim,
             return okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "rotation set: out of memory (%d layers)", (int)n_layers);
         }
         for (size_t r = 0; r < (size_t)n_rot; ++r)
-            for (size_t i = 0; i < d; ++i) L->k_rot[r * d * d + i * d + i] = L->v_rot[r * d * d + i * d + i] = 1.0f;
+            for (size_t i = 0; i < d; ++i)
+                L->k_rot[r * d * d + i * d + i] = L->v_rot[r * d * d + i * d + i] = 1.0f;
         L->k_clip = 0.96f;
         L->v_clip = 0.92f;
     }
@@ -92,8 +93,7 @@ OKV_API okv_status_t okv_rotation_set_info(const okv_rotation_set_t *rs, int32_t
     return OKV_SUCCESS;
 }
 
-OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, int32_t layer,
-                                                okv_layer_rotation_t *out)
+OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, int32_t layer, okv_layer_rotation_t *out)
 {
     if (!rs || !out) return okv_rot_fail(OKV_ERROR_NULL_POINTER, "okv_rotation_set_get_layer: NULL argument");
     if (layer < 0 || layer >= rs->n_layers)
@@ -134,27 +134,27 @@ static okv_status_t copy_eig(float **dst, const float *src, size_t n)
     return OKV_SUCCESS;
 }
 
-OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t layer,
-                                                const okv_layer_rotation_t *in)
+OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t layer, const okv_layer_rotation_t *in)
 {
     if (!rs || !in) return okv_rot_fail(OKV_ERROR_NULL_POINTER, "okv_rotation_set_set_layer: NULL argument");
     if (in->size < sizeof *in)
-        return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "okv_layer_rotation_t.size %zu < %zu", in->size,
-                            sizeof *in);
+        return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "okv_layer_rotation_t.size %zu < %zu", in->size, sizeof *in);
     if (!in->k_rotation || !in->v_rotation)
         return okv_rot_fail(OKV_ERROR_NULL_POINTER, "okv_rotation_set_set_layer: rotation pointer is NULL");
     if (layer < 0 || layer >= rs->n_layers)
         return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "layer %d outside [0, %d)", (int)layer, (int)rs->n_layers);
     if (in->head_dim != rs->head_dim || in->n_rot != rs->n_rot)
-        return okv_rot_fail(OKV_ERROR_BAD_SHAPE, "layer has head_dim %d n_rot %d, set has %d / %d",
-                            (int)in->head_dim, (int)in->n_rot, (int)rs->head_dim, (int)rs->n_rot);
+        return okv_rot_fail(OKV_ERROR_BAD_SHAPE, "layer has head_dim %d n_rot %d, set has %d / %d", (int)in->head_dim,
+                            (int)in->n_rot, (int)rs->head_dim, (int)rs->n_rot);
     size_t d = (size_t)rs->head_dim, mat = (size_t)rs->n_rot * d * d, ev = (size_t)rs->n_rot * d;
     if (!all_finite_f(mat, in->k_rotation) || !all_finite_f(mat, in->v_rotation) ||
         (in->k_eigenvalues && !all_finite_f(ev, in->k_eigenvalues)) ||
         (in->v_eigenvalues && !all_finite_f(ev, in->v_eigenvalues)) || !isfinite(in->k_clip_ratio) ||
         !isfinite(in->v_clip_ratio))
-        return okv_rot_fail(OKV_ERROR_NONFINITE_INPUT, "layer %d: NaN/Inf in rotation, eigenvalues or clip", (int)layer);
-    if (!(in->k_clip_ratio > 0.0f && in->k_clip_ratio <= 1.0f) || !(in->v_clip_ratio > 0.0f && in->v_clip_ratio <= 1.0f))
+        return okv_rot_fail(OKV_ERROR_NONFINITE_INPUT, "layer %d: NaN/Inf in rotation, eigenvalues or clip",
+                            (int)layer);
+    if (!(in->k_clip_ratio > 0.0f && in->k_clip_ratio <= 1.0f) ||
+        !(in->v_clip_ratio > 0.0f && in->v_clip_ratio <= 1.0f))
         return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "layer %d: clip ratios %g / %g outside (0, 1]", (int)layer,
                             (double)in->k_clip_ratio, (double)in->v_clip_ratio);
     okv_rot_layer_t *L = &rs->layers[layer];
@@ -237,7 +237,8 @@ double okv_rot_ortho_error(int d, const float *R)
     for (int i = 0; i < d; ++i) {
         for (int j = i; j < d; ++j) {
             double s = 0.0;
-            for (int k = 0; k < d; ++k) s += (double)R[(size_t)k * d + i] * (double)R[(size_t)k * d + j];
+            for (int k = 0; k < d; ++k)
+                s += (double)R[(size_t)k * d + i] * (double)R[(size_t)k * d + j];
             s -= (i == j) ? 1.0 : 0.0;
             double a = fabs(s);
             if (a != a) return INFINITY; /* NaN/Inf input */

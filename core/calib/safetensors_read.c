@@ -12,8 +12,8 @@
 #include <string.h>
 
 enum { T_KROT, T_VROT, T_KEIG, T_VEIG, T_KCLIP, T_VCLIP, T_COUNT };
-static const char *const k_suffix[T_COUNT] = {"k_rotation", "v_rotation", "k_eigenvalues",
-                                              "v_eigenvalues", "k_clip", "v_clip"};
+static const char *const k_suffix[T_COUNT] = {"k_rotation",    "v_rotation", "k_eigenvalues",
+                                              "v_eigenvalues", "k_clip",     "v_clip"};
 
 typedef struct tensor_ref {
     const okv_json_t *entry; /* NULL when absent */
@@ -67,7 +67,8 @@ static okv_status_t read_entry(const char *name, const okv_json_t *e, uint64_t d
     if (!dt || !sh || !of) return CORRUPT("tensor %s: missing dtype, shape or data_offsets", name);
     if (dt->type != OKV_JSON_STRING || strcmp(dt->str, "F32") != 0)
         return CORRUPT("tensor %s: dtype must be \"F32\"", name);
-    if (sh->type != OKV_JSON_ARRAY || sh->count > 8) return CORRUPT("tensor %s: shape must be an array of <= 8 ints", name);
+    if (sh->type != OKV_JSON_ARRAY || sh->count > 8)
+        return CORRUPT("tensor %s: shape must be an array of <= 8 ints", name);
     uint64_t n = 1;
     out->ndim = (int)sh->count;
     for (size_t i = 0; i < sh->count; ++i) {
@@ -79,7 +80,8 @@ static okv_status_t read_entry(const char *name, const okv_json_t *e, uint64_t d
             return CORRUPT("tensor %s: shape too large", name);
         n *= out->shape[i];
     }
-    if (of->type != OKV_JSON_ARRAY || of->count != 2) return CORRUPT("tensor %s: data_offsets must be [begin, end]", name);
+    if (of->type != OKV_JSON_ARRAY || of->count != 2)
+        return CORRUPT("tensor %s: data_offsets must be [begin, end]", name);
     for (int i = 0; i < 2; ++i)
         if (of->items[i].type != OKV_JSON_NUMBER || !of->items[i].is_int || of->items[i].ival < 0)
             return CORRUPT("tensor %s: data_offsets must be non-negative integers", name);
@@ -89,8 +91,8 @@ static okv_status_t read_entry(const char *name, const okv_json_t *e, uint64_t d
         return CORRUPT("tensor %s: data_offsets [%llu, %llu] outside the data section (%llu bytes)", name,
                        (unsigned long long)out->begin, (unsigned long long)out->end, (unsigned long long)data_len);
     if (out->end - out->begin != 4 * n)
-        return CORRUPT("tensor %s: %llu bytes for %llu F32 elements", name,
-                       (unsigned long long)(out->end - out->begin), (unsigned long long)n);
+        return CORRUPT("tensor %s: %llu bytes for %llu F32 elements", name, (unsigned long long)(out->end - out->begin),
+                       (unsigned long long)n);
     out->entry = e;
     out->name = name;
     return OKV_SUCCESS;
@@ -127,7 +129,8 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
     const okv_json_t *hd = okv_json_get(meta, "head_dim"), *nl = okv_json_get(meta, "n_layers");
     int32_t d, n_layers;
     if (!hd || !nl) return CORRUPT("__metadata__ lacks head_dim or n_layers");
-    if (!parse_dec(hd->str, &d) || !okv_calib_head_dim_ok(d)) return CORRUPT("__metadata__.head_dim \"%s\" invalid", hd->str);
+    if (!parse_dec(hd->str, &d) || !okv_calib_head_dim_ok(d))
+        return CORRUPT("__metadata__.head_dim \"%s\" invalid", hd->str);
     if (!parse_dec(nl->str, &n_layers) || n_layers < 1 || n_layers > OKV_ROT_MAX_LAYERS)
         return CORRUPT("__metadata__.n_layers \"%s\" invalid (1..%d)", nl->str, OKV_ROT_MAX_LAYERS);
     (void)root;
@@ -140,21 +143,28 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
         int t;
         int r = parse_name(all[i].name, &layer, &t);
         if (r == 0) continue;
-        if (r < 0) st = CORRUPT("tensor name \"%s\" is not layer.<i>.<known suffix>", all[i].name);
-        else if (layer >= n_layers) st = CORRUPT("tensor %s: layer >= n_layers (%d)", all[i].name, (int)n_layers);
-        else if (slot[(size_t)layer * T_COUNT + t]) st = CORRUPT("tensor %s given twice", all[i].name);
-        else slot[(size_t)layer * T_COUNT + t] = &all[i];
+        if (r < 0)
+            st = CORRUPT("tensor name \"%s\" is not layer.<i>.<known suffix>", all[i].name);
+        else if (layer >= n_layers)
+            st = CORRUPT("tensor %s: layer >= n_layers (%d)", all[i].name, (int)n_layers);
+        else if (slot[(size_t)layer * T_COUNT + t])
+            st = CORRUPT("tensor %s given twice", all[i].name);
+        else
+            slot[(size_t)layer * T_COUNT + t] = &all[i];
     }
     /* n_rot from layer 0's k_rotation */
     int32_t n_rot = 0;
     if (st == OKV_SUCCESS) {
         const tensor_ref_t *k0 = slot[T_KROT];
-        if (!k0) st = CORRUPT("layer.0.k_rotation missing");
-        else if (shape_is(k0, 2, (uint64_t)d, (uint64_t)d, 0)) n_rot = 1;
+        if (!k0)
+            st = CORRUPT("layer.0.k_rotation missing");
+        else if (shape_is(k0, 2, (uint64_t)d, (uint64_t)d, 0))
+            n_rot = 1;
         else if (k0->ndim == 3 && k0->shape[0] >= 1 && k0->shape[0] <= OKV_ROT_MAX_NROT &&
                  shape_is(k0, 3, k0->shape[0], (uint64_t)d, (uint64_t)d))
             n_rot = (int32_t)k0->shape[0];
-        else st = CORRUPT("layer.0.k_rotation: shape is not [d, d] or [n_rot, d, d] with d = %d", (int)d);
+        else
+            st = CORRUPT("layer.0.k_rotation: shape is not [d, d] or [n_rot, d, d] with d = %d", (int)d);
     }
     if (st == OKV_SUCCESS) {
         const okv_json_t *nr = okv_json_get(meta, "n_rot");
@@ -176,7 +186,8 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
                                 : shape_is(x, 3, (uint64_t)n_rot, (uint64_t)d, (uint64_t)d);
             else if (t == T_KEIG || t == T_VEIG)
                 ok = n_rot == 1 ? shape_is(x, 1, (uint64_t)d, 0, 0) : shape_is(x, 2, (uint64_t)n_rot, (uint64_t)d, 0);
-            else ok = shape_is(x, 1, 1, 0, 0);
+            else
+                ok = shape_is(x, 1, 1, 0, 0);
             if (!ok) st = CORRUPT("tensor %s: wrong shape for head_dim %d, n_rot %d", x->name, (int)d, (int)n_rot);
         }
     }
@@ -195,8 +206,10 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
             float **dst = e ? &L->v_eig : &L->k_eig;
             if (!x) continue;
             *dst = malloc(ev * sizeof(float));
-            if (!*dst) st = okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "load: out of memory");
-            else get_f32s(*dst, data + x->begin, ev);
+            if (!*dst)
+                st = okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "load: out of memory");
+            else
+                get_f32s(*dst, data + x->begin, ev);
         }
         if (st != OKV_SUCCESS) break;
         if (!(L->k_clip > 0.0f && L->k_clip <= 1.0f) || !(L->v_clip > 0.0f && L->v_clip <= 1.0f)) {
@@ -239,7 +252,8 @@ OKV_API okv_status_t okv_rotation_set_load_memory(const void *data, size_t bytes
     const unsigned char *b = data;
     if (bytes < 8) return CORRUPT("truncated: %zu bytes, no header length", bytes);
     uint64_t hl = 0;
-    for (int i = 7; i >= 0; --i) hl = hl << 8 | b[i];
+    for (int i = 7; i >= 0; --i)
+        hl = hl << 8 | b[i];
     if (hl == 0 || hl > OKV_ST_MAX_HEADER) return CORRUPT("header length %llu out of range", (unsigned long long)hl);
     if (hl > bytes - 8)
         return CORRUPT("truncated: header length %llu but only %zu bytes follow", (unsigned long long)hl, bytes - 8);
@@ -252,11 +266,12 @@ OKV_API okv_status_t okv_rotation_set_load_memory(const void *data, size_t bytes
     tensor_ref_t *all = NULL;
     size_t n_all = 0;
     const okv_json_t *meta = okv_json_get(&root, "__metadata__");
-    if (root.type != OKV_JSON_OBJECT) st = CORRUPT("header is not a JSON object");
-    else if (!meta || meta->type != OKV_JSON_OBJECT) st = CORRUPT("header lacks a __metadata__ object");
+    if (root.type != OKV_JSON_OBJECT)
+        st = CORRUPT("header is not a JSON object");
+    else if (!meta || meta->type != OKV_JSON_OBJECT)
+        st = CORRUPT("header lacks a __metadata__ object");
     for (size_t i = 0; st == OKV_SUCCESS && i < meta->count; ++i)
-        if (meta->items[i].type != OKV_JSON_STRING)
-            st = CORRUPT("__metadata__.%s is not a string", meta->keys[i]);
+        if (meta->items[i].type != OKV_JSON_STRING) st = CORRUPT("__metadata__.%s is not a string", meta->keys[i]);
     if (st == OKV_SUCCESS) {
         all = calloc(root.count ? root.count : 1, sizeof *all);
         if (!all) st = okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "load: out of memory");

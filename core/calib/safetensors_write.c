@@ -20,7 +20,8 @@ static void sb_reserve(sbuf_t *b, size_t extra)
     if (b->oom) return;
     if (b->len + extra + 1 <= b->cap) return;
     size_t nc = b->cap ? b->cap : 1024;
-    while (nc < b->len + extra + 1) nc *= 2;
+    while (nc < b->len + extra + 1)
+        nc *= 2;
     char *np = realloc(b->p, nc);
     if (!np) {
         b->oom = 1;
@@ -52,7 +53,8 @@ static void sb_tensor(sbuf_t *b, const char *name, const size_t *shape, int ndim
 {
     char tmp[160];
     size_t n = 1;
-    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    for (int i = 0; i < ndim; ++i)
+        n *= shape[i];
     sb_put(b, ",");
     sb_json_string(b, name);
     sb_put(b, ":{\"dtype\":\"F32\",\"shape\":[");
@@ -120,7 +122,8 @@ okv_status_t okv_st_save_memory(const okv_rotation_set_t *rs, unsigned char **ou
         sb_tensor(&b, name, clip_shape, 1, &off);
     }
     sb_put(&b, "}");
-    while (!b.oom && b.len % 8 != 0) sb_put(&b, " ");
+    while (!b.oom && b.len % 8 != 0)
+        sb_put(&b, " ");
     if (b.oom) {
         free(b.p);
         return okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "save: out of memory (header)");
@@ -132,7 +135,8 @@ okv_status_t okv_st_save_memory(const okv_rotation_set_t *rs, unsigned char **ou
         return okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "save: out of memory (%zu bytes)", total);
     }
     uint64_t hl = b.len;
-    for (int i = 0; i < 8; ++i) buf[i] = (unsigned char)(hl >> (8 * i));
+    for (int i = 0; i < 8; ++i)
+        buf[i] = (unsigned char)(hl >> (8 * i));
     memcpy(buf + 8, b.p, b.len);
     free(b.p);
     unsigned char *q = buf + 8 + hl;

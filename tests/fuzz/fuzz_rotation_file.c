@@ -1,8 +1,8 @@
 /* fuzz_rotation_file.c - libFuzzer entry for the rotation-file loader.
  * Any input must either load or fail with a status (never crash, leak or read out of
  * bounds); a loaded set must re-serialise, reload, and re-serialise to the same bytes. */
-#include "oscarkv/oscarkv.h"
 #include "calib/safetensors.h"
+#include "oscarkv/oscarkv.h"
 
 #include <stdint.h>
 #include <stdlib.h>

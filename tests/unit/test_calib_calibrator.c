@@ -73,7 +73,8 @@ static void direct_targets(const seqs_t *s, targets_t *T)
 {
     memset(T, 0, sizeof *T);
     double N = 0;
-    for (int i = 0; i < s->n_seq; ++i) N += s->n[i];
+    for (int i = 0; i < s->n_seq; ++i)
+        N += s->n[i];
     for (int h = 0; h < HKV; ++h) {
         for (int i = 0; i < s->n_seq; ++i)
             for (int t = 0; t < s->n[i]; ++t) {
@@ -96,7 +97,8 @@ static void direct_targets(const seqs_t *s, targets_t *T)
                 const float *k = s->k[i] + ((size_t)t * HKV + h) * D;
                 double x = 0;
                 for (int a = 0; a < D; ++a)
-                    for (int b = 0; b < D; ++b) x += k[a] * T->cq[h][a * D + b] * k[b];
+                    for (int b = 0; b < D; ++b)
+                        x += k[a] * T->cq[h][a * D + b] * k[b];
                 w[idx] = x;
                 sw += x;
             }
@@ -106,7 +108,8 @@ static void direct_targets(const seqs_t *s, targets_t *T)
                 const float *v = s->v[i] + ((size_t)t * HKV + h) * D;
                 double wn = N * w[idx] / fmax(sw, 1e-12);
                 for (int a = 0; a < D; ++a)
-                    for (int b = 0; b < D; ++b) T->cvref[h][a * D + b] += wn * v[a] * v[b] / N;
+                    for (int b = 0; b < D; ++b)
+                        T->cvref[h][a * D + b] += wn * v[a] * v[b] / N;
             }
         free(w);
         /* exact: per sequence, causal softmax attention per query head, averaged over the group */
@@ -122,12 +125,14 @@ static void direct_targets(const seqs_t *s, targets_t *T)
                         lg[u] = x / sqrt((double)D);
                         mx = fmax(mx, lg[u]);
                     }
-                    for (int u = 0; u <= t; ++u) z += exp(lg[u] - mx);
+                    for (int u = 0; u <= t; ++u)
+                        z += exp(lg[u] - mx);
                     for (int u = 0; u <= t; ++u)
                         for (int c = 0; c < D; ++c)
                             o[c] += exp(lg[u] - mx) / z * s->v[i][((size_t)u * HKV + h) * D + c];
                     for (int a = 0; a < D; ++a)
-                        for (int b = 0; b < D; ++b) T->cs[h][a * D + b] += o[a] * o[b] / (N * G);
+                        for (int b = 0; b < D; ++b)
+                            T->cs[h][a * D + b] += o[a] * o[b] / (N * G);
                 }
         }
     }
@@ -137,7 +142,8 @@ static void mean_heads(double (*m)[D * D], double *out)
 {
     for (int i = 0; i < D * D; ++i) {
         out[i] = 0;
-        for (int h = 0; h < HKV; ++h) out[i] += m[h][i] / HKV;
+        for (int h = 0; h < HKV; ++h)
+            out[i] += m[h][i] / HKV;
     }
 }
 
@@ -148,7 +154,8 @@ static double recon_err(const float *U, const float *w, const double *C)
     for (int a = 0; a < D; ++a)
         for (int b = 0; b < D; ++b) {
             double s = 0;
-            for (int k = 0; k < D; ++k) s += (double)U[a * D + k] * w[k] * U[b * D + k];
+            for (int k = 0; k < D; ++k)
+                s += (double)U[a * D + k] * w[k] * U[b * D + k];
             e += (s - C[a * D + b]) * (s - C[a * D + b]);
             n += C[a * D + b] * C[a * D + b];
         }
@@ -161,7 +168,8 @@ static double float_ortho(const float *R)
     for (int i = 0; i < D; ++i)
         for (int j = 0; j < D; ++j) {
             double s = 0;
-            for (int k = 0; k < D; ++k) s += (double)R[k * D + i] * R[k * D + j];
+            for (int k = 0; k < D; ++k)
+                s += (double)R[k * D + i] * R[k * D + j];
             worst = fmax(worst, fabs(s - (i == j)));
         }
     return worst;
@@ -181,7 +189,8 @@ static okv_calibrator_t *make_cal(okv_value_target_t vt, int n_layers, const seq
     ck_assert_int_eq(okv_calibrator_create(&desc, &cal), OKV_SUCCESS);
     for (int l = 0; l < n_layers; ++l)
         for (int i = 0; i < s->n_seq; ++i)
-            ck_assert_int_eq(okv_calibrator_add(cal, l, s->n[i], OKV_DTYPE_F32, s->q[i], s->k[i], s->v[i]), OKV_SUCCESS);
+            ck_assert_int_eq(okv_calibrator_add(cal, l, s->n[i], OKV_DTYPE_F32, s->q[i], s->k[i], s->v[i]),
+                             OKV_SUCCESS);
     return cal;
 }
 
@@ -230,7 +239,8 @@ START_TEST(test_targets_match_direct)
                 }
                 e = recon_err(L.v_rotation + r * D * D, L.v_eigenvalues + r * D, cv);
                 ck_assert_msg(e < 2e-6, "V target vt=%d gran=%d r=%d rel err %g", vt, gran, r, e);
-                for (int i = 1; i < D; ++i) ck_assert(L.k_eigenvalues[r * D + i - 1] <= L.k_eigenvalues[r * D + i]);
+                for (int i = 1; i < D; ++i)
+                    ck_assert(L.k_eigenvalues[r * D + i - 1] <= L.k_eigenvalues[r * D + i]);
             }
             const char *val;
             okv_rotation_set_get_meta(rs, "value_target", &val);
@@ -261,7 +271,8 @@ START_TEST(test_targets_match_direct)
                 for (int j = 0; j < D; ++j) {
                     double dj = 0;
                     for (int a = 0; a < D; ++a)
-                        for (int b = 0; b < D; ++b) dj += (double)R[a * D + j] * C[a * D + b] * R[b * D + j];
+                        for (int b = 0; b < D; ++b)
+                            dj += (double)R[a * D + j] * C[a * D + b] * R[b * D + j];
                     ck_assert_double_eq_tol(dj, tr / D, 1e-5 * tr);
                 }
                 free(U);
@@ -307,13 +318,15 @@ START_TEST(test_method_structure)
             for (int i = 0; i < D; ++i)
                 for (int c = 0; c < D; ++c) {
                     double x = 0;
-                    for (int k = 0; k < D; ++k) x += (double)Ru[i * D + k] * H[k * D + perm[c]];
+                    for (int k = 0; k < D; ++k)
+                        x += (double)Ru[i * D + k] * H[k * D + perm[c]];
                     ck_assert_double_eq_tol(Ro[i * D + c], x, 1e-5);
                 }
             /* NONE: identity, HADAMARD: H per head, no eigenvalues */
             for (int i = 0; i < D * D; ++i) {
                 ck_assert((kv ? N.v_rotation : N.k_rotation)[i] == ((i / D == i % D) ? 1.0f : 0.0f));
-                for (int r = 0; r < HKV; ++r) ck_assert((kv ? Hh.v_rotation : Hh.k_rotation)[r * D * D + i] == (float)H[i]);
+                for (int r = 0; r < HKV; ++r)
+                    ck_assert((kv ? Hh.v_rotation : Hh.k_rotation)[r * D * D + i] == (float)H[i]);
             }
         }
         ck_assert_ptr_null(N.k_eigenvalues);
@@ -363,12 +376,14 @@ START_TEST(test_dtypes_and_nonfinite)
             /* a non-finite value anywhere: rejected, nothing added */
             uint16_t keep = h[2][5];
             h[2][5] = dt == 1 ? 0x7c00 : 0x7f80; /* +inf */
-            ck_assert_int_eq(okv_calibrator_add(a, 0, s.n[i], (okv_dtype_t)dt, h[0], h[1], h[2]), OKV_ERROR_NONFINITE_INPUT);
+            ck_assert_int_eq(okv_calibrator_add(a, 0, s.n[i], (okv_dtype_t)dt, h[0], h[1], h[2]),
+                             OKV_ERROR_NONFINITE_INPUT);
             ck_assert(strlen(okv_calibrator_last_error(a)) > 0);
             h[2][5] = keep;
             float kq = r[0][7];
             r[0][7] = NAN;
-            ck_assert_int_eq(okv_calibrator_add(b, 0, s.n[i], OKV_DTYPE_F32, r[0], r[1], r[2]), OKV_ERROR_NONFINITE_INPUT);
+            ck_assert_int_eq(okv_calibrator_add(b, 0, s.n[i], OKV_DTYPE_F32, r[0], r[1], r[2]),
+                             OKV_ERROR_NONFINITE_INPUT);
             r[0][7] = kq;
             for (int x = 0; x < 3; ++x) {
                 free(h[x]);

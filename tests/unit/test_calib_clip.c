@@ -24,7 +24,8 @@ static double urand(void)
 static double gauss(void)
 {
     double u = 0;
-    for (int i = 0; i < 12; ++i) u += 0.5 * (urand() + 1.0);
+    for (int i = 0; i < 12; ++i)
+        u += 0.5 * (urand() + 1.0);
     return u - 6.0;
 }
 
@@ -32,7 +33,8 @@ static double gauss(void)
 static void outlier_rows(float *x, int rows, double mag)
 {
     for (int r = 0; r < rows; ++r) {
-        for (int c = 0; c < D; ++c) x[r * D + c] = (float)gauss();
+        for (int c = 0; c < D; ++c)
+            x[r * D + c] = (float)gauss();
         if (r % 4 != 0) x[r * D + (int)((urand() + 1.0) * 0.5 * (D - 1))] = (float)(mag * (urand() > 0 ? 1 : -1));
     }
 }
@@ -43,7 +45,8 @@ START_TEST(test_row_roundtrip_format)
     okv_cache_desc_init(&q);
     rng_state = 1;
     float x[D], y[D];
-    for (int c = 0; c < D; ++c) x[c] = y[c] = (float)gauss();
+    for (int c = 0; c < D; ++c)
+        x[c] = y[c] = (float)gauss();
     ck_assert(okv_quant_row_roundtrip(y, D, D, 1.0f, &q));
     float mn = x[0], mx = x[0];
     for (int c = 1; c < D; ++c) {
@@ -58,10 +61,12 @@ START_TEST(test_row_roundtrip_format)
         ck_assert(fabsf(y[c] - x[c]) <= 0.5f * scale + 1e-2f * scale + 1e-3f);
     }
     /* clipping at 0.92 bounds the row by the order statistic */
-    for (int c = 0; c < D; ++c) y[c] = x[c];
+    for (int c = 0; c < D; ++c)
+        y[c] = x[c];
     float tau = okv_clip_tau_sort(x, D, 0.92f);
     ck_assert(okv_quant_row_roundtrip(y, D, 32, 0.92f, &q));
-    for (int c = 0; c < D; ++c) ck_assert(fabsf(y[c]) <= tau * 1.001f + 1e-3f);
+    for (int c = 0; c < D; ++c)
+        ck_assert(fabsf(y[c]) <= tau * 1.001f + 1e-3f);
     /* metadata overflow is reported */
     x[0] = 1e6f;
     x[1] = -1e6f;
@@ -75,7 +80,8 @@ START_TEST(test_fit_direct)
     float *q = malloc(sizeof(float) * t * HQ * D), *k = malloc(sizeof(float) * t * HKV * D),
           *v = malloc(sizeof(float) * t * HKV * D);
     rng_state = 2024;
-    for (int i = 0; i < t * HQ * D; ++i) q[i] = (float)gauss();
+    for (int i = 0; i < t * HQ * D; ++i)
+        q[i] = (float)gauss();
     outlier_rows(k, t * HKV, 12.0);
     outlier_rows(v, t * HKV, 25.0);
     okv_cache_desc_t quant;
@@ -99,12 +105,14 @@ START_TEST(test_fit_direct)
         ck_assert_double_eq_tol(e, r.k_err_fixed, 1e-12);
         /* Gaussian rows (no outliers): at 2 bits clipping the tails beats no clipping */
         float *vg = malloc(sizeof(float) * t * HKV * D);
-        for (int i = 0; i < t * HKV * D; ++i) vg[i] = (float)gauss();
+        for (int i = 0; i < t * HKV * D; ++i)
+            vg[i] = (float)gauss();
         okv_clip_fit_result_t rg;
         double e1;
         ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, vg, &quant, 0.96f, 0.92f, &rg, &err), OKV_SUCCESS);
         ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, vg, &quant, 1, 1.0f, &e1, &err), OKV_SUCCESS);
-        ck_assert_msg(rg.v_ratio < 1.0f && rg.v_err < e1, "v ratio %g err %g vs unclipped %g", rg.v_ratio, rg.v_err, e1);
+        ck_assert_msg(rg.v_ratio < 1.0f && rg.v_err < e1, "v ratio %g err %g vs unclipped %g", rg.v_ratio, rg.v_err,
+                      e1);
         free(vg);
     }
     quant.group_size = 48;
@@ -134,7 +142,8 @@ static okv_calibrator_t *outlier_calibrator(uint64_t seed, int holdout)
           *v = malloc(sizeof(float) * n * HKV * D);
     for (int l = 0; l < 2; ++l)
         for (int rep = 0; rep < 3; ++rep) {
-            for (int i = 0; i < n * HQ * D; ++i) q[i] = (float)(gauss() * (i % D == 5 ? 4.0 : 1.0));
+            for (int i = 0; i < n * HQ * D; ++i)
+                q[i] = (float)(gauss() * (i % D == 5 ? 4.0 : 1.0));
             outlier_rows(k, n * HKV, 10.0 + l);
             outlier_rows(v, n * HKV, 20.0);
             ck_assert_int_eq(okv_calibrator_add(cal, l, n, OKV_DTYPE_F32, q, k, v), OKV_SUCCESS);
@@ -167,7 +176,8 @@ START_TEST(test_fit_through_finalize)
         for (int l = 0; l < 2; ++l) {
             int layer, used;
             double kr, ke, kef, vr, ve, vef;
-            ck_assert_int_eq(sscanf(p, " %d:k=%lf,%lf,%lf;v=%lf,%lf,%lf%n", &layer, &kr, &ke, &kef, &vr, &ve, &vef, &used), 7);
+            ck_assert_int_eq(
+                sscanf(p, " %d:k=%lf,%lf,%lf;v=%lf,%lf,%lf%n", &layer, &kr, &ke, &kef, &vr, &ve, &vef, &used), 7);
             p += used;
             ck_assert_int_eq(layer, l);
             ck_assert(ke <= kef && ve <= vef);
@@ -197,17 +207,20 @@ START_TEST(test_holdout_reservoir)
     L.hv = malloc(sizeof(float) * cap * D);
     float *x = malloc(sizeof(float) * n * D);
     for (int t = 0; t < n; ++t)
-        for (int c = 0; c < D; ++c) x[t * D + c] = (float)t;
+        for (int c = 0; c < D; ++c)
+            x[t * D + c] = (float)t;
     okv_holdout_add(&L, cap, 5, 1, 1, D, x, x, x); /* fewer than capacity: all kept in order */
     ck_assert_int_eq(L.held, 5);
-    for (int t = 0; t < 5; ++t) ck_assert(L.hk[t * D] == (float)t);
+    for (int t = 0; t < 5; ++t)
+        ck_assert(L.hk[t * D] == (float)t);
     okv_holdout_add(&L, cap, n - 5, 1, 1, D, x + 5 * D, x + 5 * D, x + 5 * D);
     ck_assert_int_eq(L.held, cap);
     ck_assert_int_eq(L.seen, n);
     int distinct = 1, late = 0;
     for (int i = 0; i < cap; ++i) {
         ck_assert(L.hq[i * D] == L.hk[i * D] && L.hk[i * D] == L.hv[i * D]); /* rows stay together */
-        for (int j = 0; j < i; ++j) distinct &= L.hk[i * D] != L.hk[j * D];
+        for (int j = 0; j < i; ++j)
+            distinct &= L.hk[i * D] != L.hk[j * D];
         late += L.hk[i * D] >= 8.0f;
     }
     ck_assert(distinct);

@@ -18,11 +18,13 @@ static double urand(void)
 static double *random_cov(int n, int spread)
 {
     double *A = malloc(sizeof(double) * n * n), *C = calloc((size_t)n * n, sizeof(double));
-    for (int i = 0; i < n * n; ++i) A[i] = urand();
+    for (int i = 0; i < n * n; ++i)
+        A[i] = urand();
     for (int r = 0; r < n; ++r) {
         double s = spread ? pow(10.0, 4.0 * r / n - 2.0) : 1.0;
         for (int a = 0; a < n; ++a)
-            for (int b = 0; b < n; ++b) C[a * n + b] += s * A[r * n + a] * A[r * n + b];
+            for (int b = 0; b < n; ++b)
+                C[a * n + b] += s * A[r * n + a] * A[r * n + b];
     }
     free(A);
     return C;
@@ -38,7 +40,8 @@ static void check_solver(solver_fn f, int n, const double *C)
     okv_eig_check(n, C, U, w, &res, &orth);
     ck_assert_msg(res <= 1e-12, "n=%d residual %g", n, res);
     ck_assert_msg(orth <= 1e-13, "n=%d orthogonality %g", n, orth);
-    for (int i = 1; i < n; ++i) ck_assert(w[i - 1] <= w[i]);
+    for (int i = 1; i < n; ++i)
+        ck_assert(w[i - 1] <= w[i]);
     /* trace is preserved */
     double tr = 0, sw = 0;
     for (int i = 0; i < n; ++i) {
@@ -68,7 +71,8 @@ START_TEST(test_indefinite_nonsymmetric_input)
 {
     int n = 64;
     double *C = malloc(sizeof(double) * n * n);
-    for (int i = 0; i < n * n; ++i) C[i] = urand(); /* not symmetric: its symmetric part is used */
+    for (int i = 0; i < n * n; ++i)
+        C[i] = urand(); /* not symmetric: its symmetric part is used */
     check_solver(okv_eig_sym, n, C);
     check_solver(okv_eig_jacobi, n, C);
     free(C);
@@ -83,14 +87,17 @@ START_TEST(test_degenerate)
     check_solver(okv_eig_sym, n, C);
     check_solver(okv_eig_jacobi, n, C);
     /* identity * 3 */
-    for (int i = 0; i < n; ++i) C[i * n + i] = 3.0;
+    for (int i = 0; i < n; ++i)
+        C[i * n + i] = 3.0;
     check_solver(okv_eig_sym, n, C);
     check_solver(okv_eig_jacobi, n, C);
     /* rank one: x x^T */
     double x[128];
-    for (int i = 0; i < n; ++i) x[i] = urand();
+    for (int i = 0; i < n; ++i)
+        x[i] = urand();
     for (int a = 0; a < n; ++a)
-        for (int b = 0; b < n; ++b) C[a * n + b] = x[a] * x[b];
+        for (int b = 0; b < n; ++b)
+            C[a * n + b] = x[a] * x[b];
     check_solver(okv_eig_sym, n, C);
     check_solver(okv_eig_jacobi, n, C);
     /* two clusters of repeated eigenvalues, rotated: Q diag Q^T with Q Householder */

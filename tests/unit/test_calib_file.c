@@ -33,18 +33,20 @@ static okv_rotation_set_t *make_set(int n_layers, int n_rot, int with_eig)
                 int row = i / D, col = i % D;
                 v[r * D * D + i] = col == (row * 5 + l + r) % D ? 1.0f : 0.0f;
             }
-            for (int i = 0; i < D; ++i) ev[r * D + i] = 0.25f * i + (float)l + 1e-3f * (float)r;
+            for (int i = 0; i < D; ++i)
+                ev[r * D + i] = 0.25f * i + (float)l + 1e-3f * (float)r;
         }
-        okv_layer_rotation_t L = {sizeof L, D, n_rot, k, v, with_eig ? ev : NULL, with_eig ? ev : NULL,
-                                  0.9f + 0.01f * (float)l, 0.85f};
+        okv_layer_rotation_t L = {
+            sizeof L, D, n_rot, k, v, with_eig ? ev : NULL, with_eig ? ev : NULL, 0.9f + 0.01f * (float)l, 0.85f};
         ck_assert_int_eq(okv_rotation_set_set_layer(rs, l, &L), OKV_SUCCESS);
     }
     free(k);
     free(v);
     free(ev);
     ck_assert_int_eq(okv_rotation_set_set_meta(rs, "method", "oscar"), OKV_SUCCESS);
-    ck_assert_int_eq(okv_rotation_set_set_meta(rs, "weird", "quote\" backslash\\ nl\n tab\t ctl\x01 utf8 \xc3\xa9\xe2\x82\xac"),
-                     OKV_SUCCESS);
+    ck_assert_int_eq(
+        okv_rotation_set_set_meta(rs, "weird", "quote\" backslash\\ nl\n tab\t ctl\x01 utf8 \xc3\xa9\xe2\x82\xac"),
+        OKV_SUCCESS);
     return rs;
 }
 
@@ -104,7 +106,8 @@ START_TEST(test_round_trip)
         unlink(path);
         /* header: length multiple of 8, valid JSON object */
         uint64_t hl = 0;
-        for (int i = 7; i >= 0; --i) hl = hl << 8 | buf[i];
+        for (int i = 7; i >= 0; --i)
+            hl = hl << 8 | buf[i];
         ck_assert_uint_eq(hl % 8, 0);
         free(buf);
         free(buf2);
@@ -149,7 +152,8 @@ static unsigned char *craft(const char *header, const float *data, size_t n_floa
     size_t hl = strlen(header);
     *len = 8 + hl + 4 * n_floats;
     unsigned char *b = malloc(*len);
-    for (int i = 0; i < 8; ++i) b[i] = (unsigned char)((uint64_t)hl >> (8 * i));
+    for (int i = 0; i < 8; ++i)
+        b[i] = (unsigned char)((uint64_t)hl >> (8 * i));
     memcpy(b + 8, header, hl);
     memcpy(b + 8 + hl, data, 4 * n_floats);
     return b;
@@ -162,7 +166,8 @@ static float *identity_data(int extra_eig)
 {
     size_t n = 2 * D * D + (extra_eig ? 2 * D : 0) + 2;
     float *f = calloc(n, sizeof(float));
-    for (int i = 0; i < D; ++i) f[i * D + i] = f[D * D + i * D + i] = 1.0f;
+    for (int i = 0; i < D; ++i)
+        f[i * D + i] = f[D * D + i * D + i] = 1.0f;
     f[n - 2] = 0.96f;
     f[n - 1] = 0.92f;
     return f;
@@ -183,24 +188,31 @@ START_TEST(test_crafted_headers)
 {
     float *f = identity_data(0);
     size_t nf = 2 * D * D + 2;
-    const char *good = "{" META ",\"layer.0.k_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[0,16384]},"
-                       "\"layer.0.v_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[16384,32768]},"
-                       "\"layer.0.k_clip\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[32768,32772]},"
-                       "\"layer.0.v_clip\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[32772,32776]}}";
+    const char *good =
+        "{" META ",\"layer.0.k_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[0,16384]},"
+        "\"layer.0.v_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[16384,32768]},"
+        "\"layer.0.k_clip\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[32768,32772]},"
+        "\"layer.0.v_clip\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[32772,32776]}}";
     ck_assert_int_eq(load_header(good, f, nf), OKV_SUCCESS);
     /* same, different key order and whitespace, unknown non-layer tensor of 0 bytes */
-    const char *reordered = " { \"layer.0.v_clip\" : {\"shape\":[1],\"dtype\":\"F32\",\"data_offsets\":[32772,32776]},\n"
-                            "\"extra\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}," META ","
-                            "\"layer.0.k_clip\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[32768,32772]},"
-                            "\"layer.0.k_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[0,16384]},"
-                            "\"layer.0.v_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[16384,32768]}}\t";
+    const char *reordered =
+        " { \"layer.0.v_clip\" : {\"shape\":[1],\"dtype\":\"F32\",\"data_offsets\":[32772,32776]},\n"
+        "\"extra\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}," META ","
+        "\"layer.0.k_clip\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[32768,32772]},"
+        "\"layer.0.k_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[0,16384]},"
+        "\"layer.0.v_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[16384,32768]}}\t";
     ck_assert_int_eq(load_header(reordered, f, nf), OKV_SUCCESS);
     static const char *bad[] = {
         /* not JSON / not an object / trailing garbage */
-        "{" META ",\"layer.0.k_rotation\":{", "[1,2,3]", "{" META "} x", "\"str\"", "{\"__metadata__\":1}",
+        "{" META ",\"layer.0.k_rotation\":{",
+        "[1,2,3]",
+        "{" META "} x",
+        "\"str\"",
+        "{\"__metadata__\":1}",
         /* missing metadata, missing head_dim, bad head_dim, n_layers 0, non-string metadata */
         "{\"layer.0.k_rotation\":{\"dtype\":\"F32\",\"shape\":[64,64],\"data_offsets\":[0,16384]}}",
-        "{\"__metadata__\":{\"n_layers\":\"1\"}}", "{\"__metadata__\":{\"head_dim\":\"96\",\"n_layers\":\"1\"}}",
+        "{\"__metadata__\":{\"n_layers\":\"1\"}}",
+        "{\"__metadata__\":{\"head_dim\":\"96\",\"n_layers\":\"1\"}}",
         "{\"__metadata__\":{\"head_dim\":\"064\",\"n_layers\":\"1\"}}",
         "{\"__metadata__\":{\"head_dim\":\"64\",\"n_layers\":\"0\"}}",
         "{\"__metadata__\":{\"head_dim\":\"64\",\"n_layers\":\"1\",\"x\":5}}",
@@ -366,10 +378,30 @@ START_TEST(test_json_reader)
     ck_assert(!a->items[2].is_int);
     ck_assert_str_eq(s->str, "x\xc3\xa9\xf0\x9f\x98\x80\n\"/");
     okv_json_free(&v);
-    static const char *bad[] = {"", "{", "{\"a\"}", "{\"a\":}", "[1,]", "{\"a\":1,}", "\"\\ud800\"", "\"\\udc00\"",
-                                "\"\\u00\"", "\"\\x\"", "\"a\x01\"", "\"\xff\"", "\"\xc0\xaf\"", "\"\\u0000\"",
-                                "01", "1.", "-", "1e", "tru", "{\"a\":1,\"a\":2}", "[1] [2]", "\"abc",
-                                "\"abc\\", "99999999999999999999x"};
+    static const char *bad[] = {"",
+                                "{",
+                                "{\"a\"}",
+                                "{\"a\":}",
+                                "[1,]",
+                                "{\"a\":1,}",
+                                "\"\\ud800\"",
+                                "\"\\udc00\"",
+                                "\"\\u00\"",
+                                "\"\\x\"",
+                                "\"a\x01\"",
+                                "\"\xff\"",
+                                "\"\xc0\xaf\"",
+                                "\"\\u0000\"",
+                                "01",
+                                "1.",
+                                "-",
+                                "1e",
+                                "tru",
+                                "{\"a\":1,\"a\":2}",
+                                "[1] [2]",
+                                "\"abc",
+                                "\"abc\\",
+                                "99999999999999999999x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i)
         ck_assert_msg(okv_json_parse(bad[i], strlen(bad[i]), &v, err, sizeof err) != 0, "accepted case %zu", i);
     /* depth limit */

@@ -20,11 +20,13 @@ static unsigned char *image(int major, const char *dict, size_t data_bytes, size
     memcpy(b, "\x93NUMPY", 6);
     b[6] = (unsigned char)major;
     b[7] = 0;
-    for (size_t i = 0; i < pre - 8; ++i) b[8 + i] = (unsigned char)(hl >> (8 * i));
+    for (size_t i = 0; i < pre - 8; ++i)
+        b[8 + i] = (unsigned char)(hl >> (8 * i));
     memcpy(b + pre, dict, strlen(dict));
     memset(b + pre + strlen(dict), ' ', pad);
     b[pre + hl - 1] = '\n';
-    for (size_t i = 0; i < data_bytes; ++i) b[pre + hl + i] = (unsigned char)i;
+    for (size_t i = 0; i < data_bytes; ++i)
+        b[pre + hl + i] = (unsigned char)i;
     return b;
 }
 

@@ -19,11 +19,13 @@ static double urand(void)
 static double *random_cov(int n)
 {
     double *A = malloc(sizeof(double) * n * n), *C = calloc((size_t)n * n, sizeof(double));
-    for (int i = 0; i < n * n; ++i) A[i] = urand();
+    for (int i = 0; i < n * n; ++i)
+        A[i] = urand();
     for (int r = 0; r < n; ++r) {
         double s = pow(10.0, 3.0 * r / n);
         for (int a = 0; a < n; ++a)
-            for (int b = 0; b < n; ++b) C[a * n + b] += s * A[r * n + a] * A[r * n + b];
+            for (int b = 0; b < n; ++b)
+                C[a * n + b] += s * A[r * n + a] * A[r * n + b];
     }
     free(A);
     return C;
@@ -35,7 +37,8 @@ static double ortho_err(int d, const double *R)
     for (int i = 0; i < d; ++i)
         for (int j = 0; j < d; ++j) {
             double s = 0;
-            for (int k = 0; k < d; ++k) s += R[k * d + i] * R[k * d + j];
+            for (int k = 0; k < d; ++k)
+                s += R[k * d + i] * R[k * d + j];
             worst = fmax(worst, fabs(s - (i == j)));
         }
     return worst;
@@ -56,7 +59,8 @@ START_TEST(test_hadamard_properties)
                 int par = __builtin_popcount((unsigned)(i & m)) & 1;
                 ck_assert(H[i * d + m] == (par ? -s : s));
             }
-        for (int m = 0; m < d; ++m) ck_assert(H[m] == s); /* row 0 all positive */
+        for (int m = 0; m < d; ++m)
+            ck_assert(H[m] == s); /* row 0 all positive */
         ck_assert(ortho_err(d, H) < 1e-14);
         free(H);
     }
@@ -68,7 +72,8 @@ START_TEST(test_bitrev_perm)
     int perm[256];
     okv_bitrev_perm(8, perm);
     static const int want8[8] = {7, 3, 5, 1, 6, 2, 4, 0}; /* 7 - br3(j) */
-    for (int j = 0; j < 8; ++j) ck_assert_int_eq(perm[j], want8[j]);
+    for (int j = 0; j < 8; ++j)
+        ck_assert_int_eq(perm[j], want8[j]);
     ck_assert_int_eq(okv_bit_reverse(1, 128), 64);
     ck_assert_int_eq(okv_bit_reverse(3, 256), 192);
     static const int dims[] = {64, 128, 256};
@@ -81,7 +86,8 @@ START_TEST(test_bitrev_perm)
             /* SPEC 2.4: perm[br(i)] = s[i] with s = descending order of ascending indices */
             ck_assert_int_eq(perm[okv_bit_reverse(j, d)], d - 1 - j);
         }
-        for (int j = 0; j < d; ++j) ck_assert_int_eq(seen[j], 1);
+        for (int j = 0; j < d; ++j)
+            ck_assert_int_eq(seen[j], 1);
     }
 }
 END_TEST
@@ -98,7 +104,8 @@ START_TEST(test_compose_structure)
     okv_bitrev_perm(d, perm);
     /* NONE */
     ck_assert_int_eq(okv_compose_rotation(OKV_ROT_NONE, d, NULL, 1, R), OKV_SUCCESS);
-    for (int i = 0; i < d * d; ++i) ck_assert(R[i] == ((i / d) == (i % d) ? 1.0 : 0.0));
+    for (int i = 0; i < d * d; ++i)
+        ck_assert(R[i] == ((i / d) == (i % d) ? 1.0 : 0.0));
     /* HADAMARD: H exactly */
     ck_assert_int_eq(okv_compose_rotation(OKV_ROT_HADAMARD, d, NULL, 1, R), OKV_SUCCESS);
     ck_assert(memcmp(R, H, sizeof(double) * d * d) == 0);
@@ -112,7 +119,8 @@ START_TEST(test_compose_structure)
             for (int c = 0; c < d; ++c) {
                 int col = use_perm ? perm[c] : c;
                 double s = 0;
-                for (int k = 0; k < d; ++k) s += U[i * d + k] * H[k * d + col];
+                for (int k = 0; k < d; ++k)
+                    s += U[i * d + k] * H[k * d + col];
                 ck_assert_double_eq_tol(R[i * d + c], s, 1e-14);
             }
         ck_assert(ortho_err(d, R) < 1e-13);
@@ -137,16 +145,19 @@ START_TEST(test_equalised_diagonal)
         ck_assert_int_eq(okv_eig_sym(d, C, U, w), OKV_SUCCESS);
         ck_assert_int_eq(okv_compose_rotation(OKV_ROT_OSCAR, d, U, 1, R), OKV_SUCCESS);
         double tr = 0;
-        for (int i = 0; i < d; ++i) tr += C[i * d + i];
+        for (int i = 0; i < d; ++i)
+            tr += C[i * d + i];
         for (int i = 0; i < d; ++i)
             for (int j = 0; j < d; ++j) {
                 double s = 0;
-                for (int m = 0; m < d; ++m) s += C[i * d + m] * R[m * d + j];
+                for (int m = 0; m < d; ++m)
+                    s += C[i * d + m] * R[m * d + j];
                 CR[i * d + j] = s;
             }
         for (int j = 0; j < d; ++j) {
             double s = 0;
-            for (int i = 0; i < d; ++i) s += R[i * d + j] * CR[i * d + j];
+            for (int i = 0; i < d; ++i)
+                s += R[i * d + j] * CR[i * d + j];
             ck_assert_msg(fabs(s - tr / d) <= 1e-10 * tr, "d=%d diag %d: %.17g vs %.17g", d, j, s, tr / d);
         }
         free(C);
@@ -167,32 +178,38 @@ START_TEST(test_fold_projections)
         double *C = random_cov(d);
         okv_eig_sym(d, C, U, w);
         okv_compose_rotation(OKV_ROT_OSCAR, d, U, 1, Hd);
-        for (int i = 0; i < d * d; ++i) rv[h * d * d + i] = (float)Hd[i];
+        for (int i = 0; i < d * d; ++i)
+            rv[h * d * d + i] = (float)Hd[i];
         free(C);
     }
     okv_layer_rotation_t rot = {sizeof rot, d, hkv, rv, rv, NULL, NULL, 0.96f, 0.92f};
     /* W_v [in, hkv*d]; v R per head must equal x (W_v folded) */
     float *wv = malloc(sizeof(float) * in * hkv * d), *wv0 = malloc(sizeof(float) * in * hkv * d);
-    for (int i = 0; i < in * hkv * d; ++i) wv0[i] = wv[i] = (float)urand();
+    for (int i = 0; i < in * hkv * d; ++i)
+        wv0[i] = wv[i] = (float)urand();
     ck_assert_int_eq(okv_fold_v_projection(&rot, hkv, in, wv), OKV_SUCCESS);
     for (int r = 0; r < in; ++r)
         for (int h = 0; h < hkv; ++h)
             for (int c = 0; c < d; ++c) {
                 double s = 0;
-                for (int a = 0; a < d; ++a) s += (double)wv0[r * hkv * d + h * d + a] * rv[h * d * d + a * d + c];
+                for (int a = 0; a < d; ++a)
+                    s += (double)wv0[r * hkv * d + h * d + a] * rv[h * d * d + a * d + c];
                 ck_assert_double_eq_tol(wv[r * hkv * d + h * d + c], s, 1e-5);
             }
     /* W_o [hq*d, out]: o' (folded) == (o' R^T) W_o for o' in the rotated basis */
     float *wo = malloc(sizeof(float) * hq * d * out), *wo0 = malloc(sizeof(float) * hq * d * out);
-    for (int i = 0; i < hq * d * out; ++i) wo0[i] = wo[i] = (float)urand();
+    for (int i = 0; i < hq * d * out; ++i)
+        wo0[i] = wo[i] = (float)urand();
     ck_assert_int_eq(okv_fold_o_projection(&rot, hq, hkv, out, wo), OKV_SUCCESS);
     double o[64], u[64];
     for (int i = 0; i < hq; ++i) {
         const float *R = rv + (i / (hq / hkv)) * d * d;
-        for (int c = 0; c < d; ++c) o[c] = urand();
+        for (int c = 0; c < d; ++c)
+            o[c] = urand();
         for (int a = 0; a < d; ++a) { /* u = o R^T */
             double s = 0;
-            for (int c = 0; c < d; ++c) s += o[c] * R[a * d + c];
+            for (int c = 0; c < d; ++c)
+                s += o[c] * R[a * d + c];
             u[a] = s;
         }
         for (int j = 0; j < out; ++j) {
