@@ -157,10 +157,11 @@ static okv_calibrator_t *outlier_calibrator(uint64_t seed, int holdout)
 START_TEST(test_fit_through_finalize)
 {
     okv_calibrator_t *a = outlier_calibrator(11, 64), *b = outlier_calibrator(11, 64);
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < 3; ++m) {
         okv_calib_options_t opt;
         okv_calib_options_init(&opt);
-        opt.method = m ? OKV_ROT_NONE : OKV_ROT_OSCAR;
+        opt.method = m == 1 ? OKV_ROT_NONE : OKV_ROT_OSCAR;
+        opt.granularity = m == 2 ? OKV_GRANULARITY_HEAD : OKV_GRANULARITY_LAYER;
         opt.fit_clips = 1;
         okv_rotation_set_t *ra, *rb;
         ck_assert_int_eq(okv_calibrator_finalize(a, &opt, &ra), OKV_SUCCESS);
