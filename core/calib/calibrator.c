@@ -36,7 +36,8 @@ OKV_API void okv_calib_options_init(okv_calib_options_t *opt)
 
 #define MAX_CALIB_LAYERS 4096
 #define MAX_CALIB_HEADS 1024
-#define MAX_HOLDOUT 65536
+/* clip fitting keeps Hq x t^2 softmax probabilities: 128 MiB at Hq 32, t 1024 */
+#define MAX_HOLDOUT 1024
 
 OKV_API okv_status_t okv_calibrator_create(const okv_calib_desc_t *desc, okv_calibrator_t **out)
 {

@@ -456,6 +456,8 @@ START_TEST(test_argument_checks)
     okv_calib_desc_init(&desc);
     desc.holdout_tokens = -1;
     ck_assert_int_eq(okv_calibrator_create(&desc, &cal), OKV_ERROR_INVALID_ARGUMENT);
+    desc.holdout_tokens = 1025;
+    ck_assert_int_eq(okv_calibrator_create(&desc, &cal), OKV_ERROR_INVALID_ARGUMENT);
 
     okv_calib_desc_init(&desc);
     desc.n_layers = 2;
