@@ -60,6 +60,10 @@ typedef struct okvc_decode_args {
 extern "C" {
 #endif
 
+/* Tuning knob for the benchmark: 0 = defaults; 2 or 4 = stages per warp of the
+ * d=128, group=d, fp16-metadata INT2 kernel and of the d=128 BF16-cache kernel. */
+extern int okvc_decode_stages_override;
+
 /* Splits the launch will use for these arguments (grid.x of the attention kernel). */
 int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t *a);
 size_t okvc_decode_workspace(const okvc_state_t *st, const okvc_decode_args_t *a);

@@ -36,12 +36,14 @@
 #include "okv_cuda.h"
 #include "okv_format.h"
 
+extern "C" int okvc_decode_stages_override = 0;
+
 namespace {
 
 constexpr int NW = 4;          /* warps per CTA */
-constexpr int TT = 32;         /* INT2 tokens per stage */
+constexpr int TT = 64;         /* INT2 tokens per stage */
 constexpr int TTB = 16;        /* BF16 tokens per stage */
-constexpr int NST = 4;         /* INT2 stages per warp */
+constexpr int NST_DEF = 3;     /* INT2 stages per warp */
 constexpr int NSTB_ONLY = 3;   /* BF16 stages per warp in the BF16-cache kernel */
 constexpr int BF16_WEIGHT = 9; /* work units of one BF16 token (512 B vs 72 B, and less pipelined) */
 constexpr float NEG_INF = -__builtin_huge_valf();
@@ -51,8 +53,9 @@ template <int D> struct Geo {
     static constexpr int RSB = 2 * D + 16; /* BF16 row stride (bytes) */
     static constexpr int SB = 2 * TTB * RSB;
 };
-template <int D, int NG> struct GeoI {
-    static constexpr int MBMAX = NG * 8; /* meta bytes per row, f32 worst case */
+template <int D, int NG, int META, int NST> struct GeoI {
+    static constexpr int MSZ = META == OKV_FMT_META_F32 ? 4 : 2;
+    static constexpr int MBMAX = NG * 2 * MSZ; /* meta bytes per row */
     static constexpr int SI = 2 * TT * Geo<D>::RS + 2 * TT * MBMAX;
     static constexpr int WARP_MIXED = (NST * SI > Geo<D>::SB ? NST * SI : Geo<D>::SB);
     static constexpr int NSTB_MIXED = WARP_MIXED / Geo<D>::SB;
@@ -163,80 +166,107 @@ struct Ctx {
     int L, I, nb, ns;  /* seq_len, int2_len, bf16-tier rows, sink rows */
 };
 
-/* BF16-tier row j -> element offset of its K row (V = + hkv * P * d). */
-__device__ __forceinline__ unsigned long long bf16_row(const okvc_cache_t &c, const Ctx &x, int j, int bf16_only)
-{
-    int slot;
-    if (bf16_only) slot = j;
-    else {
-        int pos = j < x.ns ? j : c.s0 + x.I + (j - x.ns);
-        slot = okv_bf16_slot(pos, c.s0, c.w, c.f);
-    }
-    int page = c.bf16_indices[c.bf16_indptr[x.b] + slot / c.page];
-    return (unsigned long long)page * c.bf16_page_elems +
-           okv_bf16_row_elem(c.hkv, c.page, c.d, 0, x.h, slot % c.page);
-}
+__device__ __forceinline__ int page_of(int i, int P, int psh) { return psh >= 0 ? i >> psh : i / P; }
+__device__ __forceinline__ int slot_of(int i, int P, int psh) { return psh >= 0 ? i & (P - 1) : i % P; }
 
+/* BF16 stage: tier rows j0 .. j0+TTB-1 (< j1). Lanes 0..15 resolve one row each
+ * (position -> slot -> page), the others get it by shuffle; 16-byte copies. */
 template <int D>
 __device__ __forceinline__ void load_bf16_stage(unsigned char *st, const okvc_cache_t &c, const Ctx &x, int j0, int j1,
-                                                int lane, int bf16_only)
+                                                int lane, int bf16_only, int psh)
 {
     constexpr int CPR = D / 8; /* 16-byte chunks per row */
+    int pg = -1, sl = 0;
+    {
+        const int j = j0 + (lane & (TTB - 1));
+        if (j < j1) {
+            int slot;
+            if (bf16_only) slot = j;
+            else {
+                const int pos = j < x.ns ? j : c.s0 + x.I + (j - x.ns);
+                slot = pos < c.s0 ? pos : c.s0 + (pos - c.s0) % (c.w + c.f);
+            }
+            pg = c.bf16_indices[c.bf16_indptr[x.b] + page_of(slot, c.page, psh)];
+            sl = slot_of(slot, c.page, psh);
+        }
+    }
+    const unsigned long long hoff = (unsigned long long)x.h * c.page * D;
     const unsigned long long vofs = (unsigned long long)c.hkv * c.page * D;
-    for (int ci = lane; ci < TTB * CPR; ci += 32) {
-        int r = ci / CPR, part = ci % CPR, j = j0 + r;
-        bool ok = j < j1;
+#pragma unroll
+    for (int it = 0; it < TTB * CPR / 32; ++it) {
+        const int ci = lane + 32 * it, r = ci / CPR, part = ci % CPR;
+        const int p = __shfl_sync(0xffffffffu, pg, r), s = __shfl_sync(0xffffffffu, sl, r);
         const unsigned short *src = c.bf16_pool;
-        if (ok) src = c.bf16_pool + bf16_row(c, x, j, bf16_only) + part * 8;
-        cp_async16(st + r * Geo<D>::RSB + part * 16, src, ok ? 16 : 0);
-        cp_async16(st + TTB * Geo<D>::RSB + r * Geo<D>::RSB + part * 16, ok ? src + vofs : src, ok ? 16 : 0);
+        if (p >= 0) src = c.bf16_pool + (unsigned long long)p * c.bf16_page_elems + hoff + (unsigned)s * D + part * 8;
+        const int n = p >= 0 ? 16 : 0;
+        cp_async16(st + r * Geo<D>::RSB + part * 16, src, n);
+        cp_async16(st + TTB * Geo<D>::RSB + r * Geo<D>::RSB + part * 16, p >= 0 ? src + vofs : src, n);
     }
 }
 
-template <int D, int NG>
+/* INT2 stage: tier rows i0 .. i0+TT-1 (< i1); lane l resolves rows l and l+32. */
+template <int D, int NG, int META>
 __device__ __forceinline__ void load_int2_stage(unsigned char *st, const okvc_cache_t &c, const Ctx &x, int i0,
-                                                int i1, int lane)
+                                                int i1, int lane, int psh)
 {
     constexpr int CPR = D / 64;
     constexpr int RS = Geo<D>::RS;
-    const unsigned long long vofs = (unsigned long long)c.hkv * c.page * (D / 4);
-    const int base = c.int2_indptr[x.b];
-    for (int ci = lane; ci < TT * CPR; ci += 32) {
-        int r = ci / CPR, part = ci % CPR, i = i0 + r;
-        bool ok = i < i1;
-        const unsigned char *src = c.int2_pool;
-        if (ok) {
-            int page = c.int2_indices[base + i / c.page];
-            src = c.int2_pool + (unsigned long long)page * c.int2_page_bytes +
-                  okv_int2_codes_offset(c.hkv, c.page, D, 0, x.h, i % c.page) + part * 16;
-        }
-        cp_async16(st + r * RS + part * 16, src, ok ? 16 : 0);
-        cp_async16(st + TT * RS + r * RS + part * 16, ok ? src + vofs : src, ok ? 16 : 0);
+    constexpr int MB = GeoI<D, NG, META, 1>::MBMAX;
+    constexpr int UNIT = MB >= 16 ? 16 : MB;
+    constexpr int UPR = MB / UNIT;
+    constexpr int NQ = TT / 32;
+    const int ibase = c.int2_indptr[x.b];
+    int pg[NQ], sl[NQ];
+#pragma unroll
+    for (int q = 0; q < NQ; ++q) {
+        const int i = i0 + lane + 32 * q;
+        pg[q] = i < i1 ? c.int2_indices[ibase + page_of(i, c.page, psh)] : -1;
+        sl[q] = slot_of(i, c.page, psh);
     }
-    /* metadata rows: MB bytes each, K then V */
-    const int msz = c.meta_dtype == OKV_FMT_META_F32 ? 4 : 2;
-    const int MB = NG * 2 * msz;
-    const unsigned long long mv = (unsigned long long)c.hkv * c.page * MB;
-    unsigned char *km = st + 2 * TT * RS;
-    unsigned char *vm = km + TT * GeoI<D, NG>::MBMAX;
-    const int unit = MB >= 16 ? 16 : MB;
-    const int upr = MB / unit;
-    for (int ci = lane; ci < TT * upr; ci += 32) {
-        int r = ci / upr, part = ci % upr, i = i0 + r;
-        bool ok = i < i1;
+    const unsigned long long pb = c.int2_page_bytes;
+    const unsigned long long hoff = (unsigned long long)x.h * c.page * (D / 4);
+    const unsigned long long vofs = (unsigned long long)c.hkv * c.page * (D / 4);
+    const unsigned long long moff = 2ull * c.hkv * c.page * (D / 4) + (unsigned long long)x.h * c.page * MB;
+    const unsigned long long mvofs = (unsigned long long)c.hkv * c.page * MB;
+#pragma unroll
+    for (int it = 0; it < TT * CPR / 32; ++it) {
+        const int ci = lane + 32 * it, r = ci / CPR, part = ci % CPR;
+        const int qq = it / CPR;
+        const int p = __shfl_sync(0xffffffffu, pg[qq], r - 32 * qq), s = __shfl_sync(0xffffffffu, sl[qq], r - 32 * qq);
         const unsigned char *src = c.int2_pool;
-        if (ok) {
-            int page = c.int2_indices[base + i / c.page];
-            src = c.int2_pool + (unsigned long long)page * c.int2_page_bytes +
-                  okv_int2_meta_offset(c.hkv, c.page, D, D / NG, c.meta_dtype, 0, x.h, i % c.page) + part * unit;
-        }
-        unsigned char *dk = km + r * MB + part * unit, *dv = vm + r * MB + part * unit;
-        const unsigned char *sv = ok ? src + mv : src;
-        int n = ok ? unit : 0;
-        if (unit == 16) { cp_async16(dk, src, n); cp_async16(dv, sv, n); }
-        else if (unit == 8) { cp_async8(dk, src, n); cp_async8(dv, sv, n); }
+        if (p >= 0) src = c.int2_pool + (unsigned long long)p * pb + hoff + (unsigned)s * (D / 4) + part * 16;
+        const int n = p >= 0 ? 16 : 0;
+        cp_async16(st + r * RS + part * 16, src, n);
+        cp_async16(st + TT * RS + r * RS + part * 16, p >= 0 ? src + vofs : src, n);
+    }
+    unsigned char *km = st + 2 * TT * RS;
+    unsigned char *vm = km + TT * MB;
+#pragma unroll
+    for (int it = 0; it < TT * UPR / 32; ++it) {
+        const int ci = lane + 32 * it, r = ci / UPR, part = ci % UPR;
+        const int qq = it / UPR;
+        const int p = __shfl_sync(0xffffffffu, pg[qq], r - 32 * qq), s = __shfl_sync(0xffffffffu, sl[qq], r - 32 * qq);
+        const unsigned char *src = c.int2_pool;
+        if (p >= 0) src = c.int2_pool + (unsigned long long)p * pb + moff + (unsigned)s * MB + part * UNIT;
+        const unsigned char *sv = p >= 0 ? src + mvofs : src;
+        const int n = p >= 0 ? UNIT : 0;
+        unsigned char *dk = km + r * MB + part * UNIT, *dv = vm + r * MB + part * UNIT;
+        if (UNIT == 16) { cp_async16(dk, src, n); cp_async16(dv, sv, n); }
+        else if (UNIT == 8) { cp_async8(dk, src, n); cp_async8(dv, sv, n); }
         else { cp_async4(dk, src, n); cp_async4(dv, sv, n); }
     }
+}
+
+/* (scale, lo) pair of a stored metadata entry */
+template <int META> __device__ __forceinline__ float2 ld_pair(const unsigned char *p)
+{
+    if (META == OKV_FMT_META_F32) return *(const float2 *)p;
+    const uint32_t w = *(const uint32_t *)p;
+    if (META == OKV_FMT_META_F16) {
+        __half2 h = *reinterpret_cast<const __half2 *>(&w);
+        return __half22float2(h);
+    }
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
 }
 
 /* Online softmax over NT rows per thread; s[row][e] (e: head 2t+e) in log2 units.
@@ -280,18 +310,21 @@ template <int D, int NG> __device__ __forceinline__ int int2_vgroup(int mt)
     return D == 64 ? (16 * mt) / (D / NG) : (32 * (mt / 8) + int2_k<D>(mt) * (D / 4)) / (D / NG);
 }
 
-template <int D, int NG, int MODE> /* MODE 0: mixed cache, 1: BF16 cache (bench) */
+/* MODE 0: mixed cache (NS INT2 stages per warp), 1: BF16 cache (NS BF16 stages per warp) */
+template <int D, int NG, int META, int MODE, int NS>
 __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, float sm2)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int MT = D / 16;
-    constexpr int WARP_BYTES = MODE == 0 ? GeoI<D, NG>::WARP_MIXED : NSTB_ONLY * Geo<D>::SB;
-    constexpr int NSTB = MODE == 0 ? GeoI<D, NG>::NSTB_MIXED : NSTB_ONLY;
+    constexpr int NST = MODE == 0 ? NS : 2;
+    constexpr int WARP_BYTES = MODE == 0 ? GeoI<D, NG, META, NS>::WARP_MIXED : NS * Geo<D>::SB;
+    constexpr int NSTB = MODE == 0 ? GeoI<D, NG, META, NS>::NSTB_MIXED : NS;
     constexpr int G = D / NG;
     const okvc_cache_t &c = a.c;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int gq = c.hq / c.hkv, hch = (gq + 7) / 8;
+    const int psh = (c.page & (c.page - 1)) == 0 ? __ffs(c.page) - 1 : -1;
     Ctx x;
     x.b = blockIdx.z;
     x.h = blockIdx.y / hch;
@@ -318,16 +351,6 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
     /* ---- query fragments (head g of this chunk) ---- */
     const bool hv = g < x.gh;
     const size_t qbase = ((size_t)x.b * c.hq + x.qh0 + g) * D;
-    uint32_t qb[MT][2]; /* bf16 B fragments, natural channel order */
-#pragma unroll
-    for (int kt = 0; kt < MT; ++kt) {
-        int c0 = kt * 16 + 2 * t;
-        float v0 = hv ? ld_any(a.q, a.q_dtype, qbase + c0) : 0.f, v1 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 1) : 0.f;
-        float v2 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 8) : 0.f,
-              v3 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 9) : 0.f;
-        qb[kt][0] = pack_bf2(v0, v1);
-        qb[kt][1] = pack_bf2(v2, v3);
-    }
 
     float o[MT][4];
 #pragma unroll
@@ -338,12 +361,23 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
     const int nbt = (jb1 - jb0 + TTB - 1) / TTB; /* BF16 stages of this CTA */
     const int my_b = nbt > warp ? (nbt - warp + NW - 1) / NW : 0;
     if (my_b > 0) {
+        uint32_t qb[MT][2]; /* bf16 B fragments, natural channel order */
+#pragma unroll
+        for (int kt = 0; kt < MT; ++kt) {
+            int c0 = kt * 16 + 2 * t;
+            float v0 = hv ? ld_any(a.q, a.q_dtype, qbase + c0) : 0.f,
+                  v1 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 1) : 0.f;
+            float v2 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 8) : 0.f,
+                  v3 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 9) : 0.f;
+            qb[kt][0] = pack_bf2(v0, v1);
+            qb[kt][1] = pack_bf2(v2, v3);
+        }
         auto stage_ptr = [&](int s) { return wsm + (s % NSTB) * Geo<D>::SB; };
 #pragma unroll 1
         for (int s = 0; s < NSTB - 1; ++s) {
             if (s < my_b) {
                 int j = jb0 + (warp + s * NW) * TTB;
-                load_bf16_stage<D>(stage_ptr(s), c, x, j, jb1, lane, MODE == 1);
+                load_bf16_stage<D>(stage_ptr(s), c, x, j, jb1, lane, MODE == 1, psh);
             }
             cp_commit();
         }
@@ -352,7 +386,7 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
             int sn = s + NSTB - 1;
             if (sn < my_b) {
                 int j = jb0 + (warp + sn * NW) * TTB;
-                load_bf16_stage<D>(stage_ptr(sn), c, x, j, jb1, lane, MODE == 1);
+                load_bf16_stage<D>(stage_ptr(sn), c, x, j, jb1, lane, MODE == 1, psh);
             }
             cp_commit();
             cp_wait<NSTB - 1>();
@@ -401,9 +435,12 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
 
     /* ================= INT2 phase ================= */
     bool int2_layout = false;
-    float psum[NG][2], plo[NG][2];
+    float ob[NG][4], plo[NG][2];
 #pragma unroll
-    for (int j = 0; j < NG; ++j) psum[j][0] = psum[j][1] = plo[j][0] = plo[j][1] = 0.f;
+    for (int j = 0; j < NG; ++j) {
+        ob[j][0] = ob[j][1] = ob[j][2] = ob[j][3] = 0.f;
+        plo[j][0] = plo[j][1] = 0.f;
+    }
     if (MODE == 0) {
         const int nit = (i1 - i0 + TT - 1) / TT;
         const int my_i = nit > warp ? (nit - warp + NW - 1) / NW : 0;
@@ -476,29 +513,31 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
 #pragma unroll
             for (int e = 0; e < 2; ++e) Ac[e] = sm2 / __shfl_sync(0xffffffffu, qscale, (2 * t + e) * 4);
 
-            const int msz = c.meta_dtype == OKV_FMT_META_F32 ? 4 : 2;
-            const int MB = NG * 2 * msz;
-            constexpr int SI = GeoI<D, NG>::SI;
+            constexpr int MB = GeoI<D, NG, META, NST>::MBMAX;
+            constexpr int MSZ = GeoI<D, NG, META, NST>::MSZ;
+            constexpr int SI = GeoI<D, NG, META, NST>::SI;
             constexpr int RS = Geo<D>::RS;
             auto stage_ptr = [&](int s) { return wsm + (s % NST) * SI; };
 #pragma unroll 1
             for (int s = 0; s < NST - 1; ++s) {
-                if (s < my_i) load_int2_stage<D, NG>(stage_ptr(s), c, x, i0 + (warp + s * NW) * TT, i1, lane);
+                if (s < my_i)
+                    load_int2_stage<D, NG, META>(stage_ptr(s), c, x, i0 + (warp + s * NW) * TT, i1, lane, psh);
                 cp_commit();
             }
 #pragma unroll 1
             for (int s = 0; s < my_i; ++s) {
                 const int sn = s + NST - 1;
-                if (sn < my_i) load_int2_stage<D, NG>(stage_ptr(sn), c, x, i0 + (warp + sn * NW) * TT, i1, lane);
+                if (sn < my_i)
+                    load_int2_stage<D, NG, META>(stage_ptr(sn), c, x, i0 + (warp + sn * NW) * TT, i1, lane, psh);
                 cp_commit();
                 cp_wait<NST - 1>();
                 __syncwarp();
                 const unsigned char *ks = stage_ptr(s), *vs = ks + TT * RS, *km = ks + 2 * TT * RS,
-                                    *vm = km + TT * GeoI<D, NG>::MBMAX;
+                                    *vm = km + TT * MB;
                 const int ib = i0 + (warp + s * NW) * TT;
-                float sc[4][2]; /* rows: g, g+8, 16+g, 24+g */
+                float sc[TT / 8][2]; /* rows: 16 m + g, 16 m + g + 8 */
 #pragma unroll
-                for (int mt2 = 0; mt2 < 2; ++mt2) {
+                for (int mt2 = 0; mt2 < TT / 16; ++mt2) {
                     const int r0 = mt2 * 16 + g, r1 = r0 + 8;
                     float acc[NG][4];
 #pragma unroll
@@ -521,14 +560,12 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
                     float s00 = 0.f, s01 = 0.f, s10 = 0.f, s11 = 0.f;
 #pragma unroll
                     for (int j = 0; j < NG; ++j) {
-                        const float ks0 = ld_meta(km + r0 * MB + j * 2 * msz, c.meta_dtype);
-                        const float kl0 = ld_meta(km + r0 * MB + j * 2 * msz + msz, c.meta_dtype);
-                        const float ks1 = ld_meta(km + r1 * MB + j * 2 * msz, c.meta_dtype);
-                        const float kl1 = ld_meta(km + r1 * MB + j * 2 * msz + msz, c.meta_dtype);
-                        s00 += ks0 * (acc[j][0] - Bc[j][0]) * Ac[0] + kl0 * Cc[j][0];
-                        s01 += ks0 * (acc[j][1] - Bc[j][1]) * Ac[1] + kl0 * Cc[j][1];
-                        s10 += ks1 * (acc[j][2] - Bc[j][0]) * Ac[0] + kl1 * Cc[j][0];
-                        s11 += ks1 * (acc[j][3] - Bc[j][1]) * Ac[1] + kl1 * Cc[j][1];
+                        const float2 k0 = ld_pair<META>(km + r0 * MB + j * 2 * MSZ);
+                        const float2 k1 = ld_pair<META>(km + r1 * MB + j * 2 * MSZ);
+                        s00 += k0.x * (acc[j][0] - Bc[j][0]) * Ac[0] + k0.y * Cc[j][0];
+                        s01 += k0.x * (acc[j][1] - Bc[j][1]) * Ac[1] + k0.y * Cc[j][1];
+                        s10 += k1.x * (acc[j][2] - Bc[j][0]) * Ac[0] + k1.y * Cc[j][0];
+                        s11 += k1.x * (acc[j][3] - Bc[j][1]) * Ac[1] + k1.y * Cc[j][1];
                     }
                     sc[2 * mt2][0] = ok0 ? s00 : NEG_INF;
                     sc[2 * mt2][1] = ok0 ? s01 : NEG_INF;
@@ -536,7 +573,7 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
                     sc[2 * mt2 + 1][1] = ok1 ? s11 : NEG_INF;
                 }
                 float corr[2];
-                softmax_step<4>(sc, m, l, corr);
+                softmax_step<TT / 8>(sc, m, l, corr);
 #pragma unroll
                 for (int i = 0; i < MT; ++i) {
                     o[i][0] *= corr[0]; o[i][2] *= corr[0];
@@ -544,28 +581,25 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
                 }
 #pragma unroll
                 for (int j = 0; j < NG; ++j) {
-                    psum[j][0] *= corr[0]; plo[j][0] *= corr[0];
-                    psum[j][1] *= corr[1]; plo[j][1] *= corr[1];
+                    ob[j][0] *= corr[0]; ob[j][2] *= corr[0]; plo[j][0] *= corr[0];
+                    ob[j][1] *= corr[1]; ob[j][3] *= corr[1]; plo[j][1] *= corr[1];
                 }
 #pragma unroll
-                for (int mt2 = 0; mt2 < 2; ++mt2) {
+                for (int mt2 = 0; mt2 < TT / 16; ++mt2) {
                     const int r0 = mt2 * 16 + g, r1 = r0 + 8;
                     uint32_t bj[NG][2];
 #pragma unroll
                     for (int j = 0; j < NG; ++j) {
-                        const float vs0 = ld_meta(vm + r0 * MB + j * 2 * msz, c.meta_dtype);
-                        const float vl0 = ld_meta(vm + r0 * MB + j * 2 * msz + msz, c.meta_dtype);
-                        const float vs1 = ld_meta(vm + r1 * MB + j * 2 * msz, c.meta_dtype);
-                        const float vl1 = ld_meta(vm + r1 * MB + j * 2 * msz + msz, c.meta_dtype);
+                        const float2 v0 = ld_pair<META>(vm + r0 * MB + j * 2 * MSZ);
+                        const float2 v1 = ld_pair<META>(vm + r1 * MB + j * 2 * MSZ);
                         const float p00 = sc[2 * mt2][0], p01 = sc[2 * mt2][1];
                         const float p10 = sc[2 * mt2 + 1][0], p11 = sc[2 * mt2 + 1][1];
-                        const uint32_t h0 = pack_h2(p00 * vs0, p01 * vs0), h1 = pack_h2(p10 * vs1, p11 * vs1);
-                        psum[j][0] += half_lo(h0) + half_lo(h1);
-                        psum[j][1] += half_hi(h0) + half_hi(h1);
-                        plo[j][0] += p00 * vl0 + p10 * vl1;
-                        plo[j][1] += p01 * vl0 + p11 * vl1;
-                        bj[j][0] = movtrans(h0);
-                        bj[j][1] = movtrans(h1);
+                        plo[j][0] += p00 * v0.y + p10 * v1.y;
+                        plo[j][1] += p01 * v0.y + p11 * v1.y;
+                        bj[j][0] = movtrans(pack_h2(p00 * v0.x, p01 * v0.x));
+                        bj[j][1] = movtrans(pack_h2(p10 * v1.x, p11 * v1.x));
+                        /* 1024 * sum_t p'_t with the operand actually used: the bias to remove */
+                        mma_f16(ob[j], 0x64006400u, 0x64006400u, 0x64006400u, 0x64006400u, bj[j][0], bj[j][1]);
                     }
                     /* V words of tokens 2t, 2t+1, 2t+8, 2t+9 of this m-tile */
                     const unsigned char *v0 = vs + (mt2 * 16 + 2 * t) * RS;
@@ -628,9 +662,6 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
         l[e] += __shfl_xor_sync(0xffffffffu, l[e], 16);
 #pragma unroll
         for (int j = 0; j < NG; ++j) {
-            psum[j][e] += __shfl_xor_sync(0xffffffffu, psum[j][e], 4);
-            psum[j][e] += __shfl_xor_sync(0xffffffffu, psum[j][e], 8);
-            psum[j][e] += __shfl_xor_sync(0xffffffffu, psum[j][e], 16);
             plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 4);
             plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 8);
             plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 16);
@@ -648,7 +679,7 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
             if (int2_layout) {
                 const int j = int2_vgroup<D, NG>(mt);
                 ch = int2_chan<D>(mt, g, half);
-                v = (o[mt][r] - 1024.0f * psum[j][e]) * (1.0f / (float)(1 << (2 * int2_k<D>(mt)))) + plo[j][e];
+                v = (o[mt][r] - ob[j][r]) * (1.0f / (float)(1 << (2 * int2_k<D>(mt)))) + plo[j][e];
             } else {
                 ch = mt * 16 + g + 8 * half;
                 v = o[mt][r];
@@ -726,31 +757,45 @@ template <int D> __global__ void __launch_bounds__(D) merge_kernel(okvc_decode_a
     if (ch == 0 && a.lse) a.lse[qi] = M == NEG_INF ? NEG_INF : (M + log2f(sum)) * 0.69314718055994531f;
 }
 
-template <int D, int NG, int MODE> size_t kernel_smem()
+template <int D, int NG, int META, int MODE, int NS> size_t kernel_smem()
 {
-    size_t w = MODE == 0 ? (size_t)GeoI<D, NG>::WARP_MIXED : (size_t)NSTB_ONLY * Geo<D>::SB;
+    size_t w = MODE == 0 ? (size_t)GeoI<D, NG, META, NS>::WARP_MIXED : (size_t)NS * Geo<D>::SB;
     size_t e = (size_t)epi_bytes<D>();
     return (w > e ? w : e) * NW;
 }
 
 typedef void (*kfn_t)(okvc_decode_args_t, float);
 
-template <int D, int NG, int MODE> kfn_t kernel_ptr(size_t *smem)
+template <int D, int NG, int META, int MODE, int NS> kfn_t kernel_ptr(size_t *smem)
 {
-    *smem = kernel_smem<D, NG, MODE>();
-    return decode_kernel<D, NG, MODE>;
+    *smem = kernel_smem<D, NG, META, MODE, NS>();
+    return decode_kernel<D, NG, META, MODE, NS>;
 }
 
-kfn_t pick_kernel(int d, int ng, int mode, size_t *smem)
+template <int D, int NG> kfn_t pick_meta(int meta, size_t *smem)
 {
-#define OKV_K(D, NG)                                                                                                   \
-    if (d == D && ng == NG) return mode ? kernel_ptr<D, 1, 1>(smem) : kernel_ptr<D, NG, 0>(smem);
+    if (meta == OKV_FMT_META_F16) return kernel_ptr<D, NG, OKV_FMT_META_F16, 0, NST_DEF>(smem);
+    if (meta == OKV_FMT_META_BF16) return kernel_ptr<D, NG, OKV_FMT_META_BF16, 0, NST_DEF>(smem);
+    return kernel_ptr<D, NG, OKV_FMT_META_F32, 0, NST_DEF>(smem);
+}
+
+kfn_t pick_kernel(int d, int ng, int meta, int mode, size_t *smem)
+{
+    const int ov = okvc_decode_stages_override;
     if (mode) {
-        if (d == 64) return kernel_ptr<64, 1, 1>(smem);
-        if (d == 128) return kernel_ptr<128, 1, 1>(smem);
-        if (d == 256) return kernel_ptr<256, 1, 1>(smem);
+        if (d == 128 && ov == 2) return kernel_ptr<128, 1, OKV_FMT_META_F16, 1, 2>(smem);
+        if (d == 128 && ov == 4) return kernel_ptr<128, 1, OKV_FMT_META_F16, 1, 4>(smem);
+        if (d == 64) return kernel_ptr<64, 1, OKV_FMT_META_F16, 1, NSTB_ONLY>(smem);
+        if (d == 128) return kernel_ptr<128, 1, OKV_FMT_META_F16, 1, NSTB_ONLY>(smem);
+        if (d == 256) return kernel_ptr<256, 1, OKV_FMT_META_F16, 1, 2>(smem);
         return nullptr;
     }
+    if (d == 128 && ng == 1 && meta == OKV_FMT_META_F16 && ov == 2)
+        return kernel_ptr<128, 1, OKV_FMT_META_F16, 0, 2>(smem);
+    if (d == 128 && ng == 1 && meta == OKV_FMT_META_F16 && ov == 4)
+        return kernel_ptr<128, 1, OKV_FMT_META_F16, 0, 4>(smem);
+#define OKV_K(D, NG)                                                                                                   \
+    if (d == D && ng == NG) return pick_meta<D, NG>(meta, smem);
     OKV_K(64, 1) OKV_K(64, 2)
     OKV_K(128, 1) OKV_K(128, 2) OKV_K(128, 4)
     OKV_K(256, 1) OKV_K(256, 2) OKV_K(256, 4) OKV_K(256, 8)
@@ -803,7 +848,7 @@ extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t
     if (maxs < 1) maxs = 1;
     if (a->num_splits > 0) return (int)(a->num_splits < maxs ? a->num_splits : maxs);
     size_t smem = 0;
-    kfn_t k = pick_kernel(c.d, c.ng, a->bf16_only, &smem);
+    kfn_t k = pick_kernel(c.d, c.ng, c.meta_dtype, a->bf16_only, &smem);
     int occ = 1;
     if (!k || kernel_prepare(k, smem, &occ) != cudaSuccess || occ < 1) occ = 1;
     const long long slots = (long long)st->num_sms * occ;
@@ -831,7 +876,7 @@ extern "C" int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args
     const okvc_cache_t &c = a->c;
     if (c.batch == 0) return cudaSuccess;
     size_t smem = 0;
-    kfn_t k = pick_kernel(c.d, c.ng, a->bf16_only, &smem);
+    kfn_t k = pick_kernel(c.d, c.ng, c.meta_dtype, a->bf16_only, &smem);
     if (!k) return cudaErrorInvalidValue;
     int occ = 0;
     cudaError_t e = (cudaError_t)kernel_prepare(k, smem, &occ);

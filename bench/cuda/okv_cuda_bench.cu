@@ -1024,6 +1024,21 @@ static int run_bench(const char *json, int quick)
     bench_decode(4, 131072, 32, 8, 128, true, reps, calls);
     bench_decode(8, 32768, 32, 8, 128, true, reps, calls);
     bench_decode(32, 32768, 32, 8, 128, true, reps, calls);
+    if (quick) {
+        /* tuning: stages per warp (printed only, not written as rows) */
+        const size_t keep = g_rows.size();
+        const int ovs[] = {2, 4};
+        for (int ov : ovs) {
+            okvc_decode_stages_override = ov;
+            printf("-- stages override %d\n", ov);
+            bench_decode(1, 131072, 32, 8, 128, true, reps, calls);
+            bench_decode(4, 131072, 32, 8, 128, true, reps, calls);
+            bench_decode(8, 32768, 32, 8, 128, true, reps, calls);
+            bench_decode(32, 32768, 32, 8, 128, true, reps, calls);
+        }
+        okvc_decode_stages_override = 0;
+        g_rows.resize(keep);
+    }
     if (!quick) {
         /* context sweep at batch 1 and 8 (for the plot) */
         const int ctxs[] = {4096, 16384, 65536, 262144};
