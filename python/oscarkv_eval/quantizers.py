@@ -1,0 +1,45 @@
+"""INT2 round trips per method. Everything returns rotated-basis float32 arrays.
+
+oscarkv methods go through the C library (append into an all-INT2 cache, then
+dequantize), so the evaluation measures the shipped format and kernels. The INT2
+format is per token, so quantizing every row once and choosing per query which rows
+are read from INT2 is exact for the tier rules.
+"""
+import numpy as np
+
+import oscarkv as okv
+
+
+def bf16_round(x):
+    """Round float32 to bfloat16 (nearest even) and back."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    u = (u + np.uint32(0x7FFF) + ((u >> 16) & 1)) & np.uint32(0xFFFF0000)
+    return u.view(np.float32)
+
+
+def okv_round_trip(ctx, kr_unrot, v_unrot, rotation, group_size=0, meta="f16"):
+    """(k, v) unrotated -> dequantized INT2 rows in the rotated basis."""
+    return okv.quantize_kv(ctx, kr_unrot, v_unrot, rotation, group_size=group_size, meta=meta, windows=False)
+
+
+def _asym_2bit(x, axis):
+    """Asymmetric 2-bit min/max quantization along `axis`, fp16 metadata."""
+    lo = x.min(axis=axis, keepdims=True).astype(np.float16).astype(np.float32)
+    hi = x.max(axis=axis, keepdims=True)
+    scale = (np.maximum(hi - lo, 1e-8) / 3).astype(np.float16).astype(np.float32)
+    code = np.clip(np.floor((x - lo) / np.where(scale > 0, scale, 1) + 0.5), 0, 3)
+    return lo + code * scale
+
+
+def kivi_round_trip(k, v, group=32):
+    """KIVI-style 2-bit: keys per channel over blocks of `group` tokens, values per token
+    over groups of `group` channels (fp16 scale and zero point): 3 bits per element."""
+    n, h, d = k.shape
+    pad = (-n) % group
+    kp = np.concatenate([k, np.repeat(k[-1:], pad, axis=0)]) if pad else k
+    kq = _asym_2bit(kp.reshape(-1, group, h, d), axis=1).reshape(-1, h, d)[:n]
+    vq = _asym_2bit(v.reshape(n, h, d // group, group), axis=3).reshape(n, h, d)
+    return kq.astype(np.float32), vq.astype(np.float32)
+
+
+KIVI_BITS = 2.0 + 2 * 16.0 / 32  # scale + zero point in fp16 per group of 32

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Perplexity and attention diagnostics of Gemma 3 270M with its KV cache stored by
+each method, the cache rules of SPEC section 4 applied per query position.
+
+    PYTHONPATH=python python3 -m oscarkv_eval.run_quality            # full run (CPU, ~1 h on 2 cores)
+    PYTHONPATH=python python3 -m oscarkv_eval.run_quality --quick    # 512-token smoke run
+
+Calibration text: Python 3.11 docs (Debian python3.11-doc). Evaluation text: King
+James Bible (Debian bible-kjv-text), never used for calibration. Writes
+bench/results/quality-gemma3-270m.json, .md and a per-layer KL plot (.png).
+"""
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "tools" / "capture"))
+
+import oscarkv as okv  # noqa: E402
+from oscarkv_eval import cache_rules  # noqa: E402
+from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
+from oscarkv_eval.quantizers import KIVI_BITS, kivi_round_trip, okv_round_trip  # noqa: E402
+from oscarkv_model import Gemma3Model  # noqa: E402
+from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
+from capture_activations import sequences  # noqa: E402
+
+# name, kind, calibration (method, value target, fitted clips), clip override
+METHODS = [
+    ("bf16", "bf16", None, None),
+    ("int2-naive", "okv", ("none", "reference", False), 1.0),
+    ("kivi2", "kivi", None, None),
+    ("int2-hadamard", "okv", ("hadamard", "reference", False), None),
+    ("oscar", "okv", ("oscar", "reference", False), None),
+    ("oscar-fitted-clip", "okv", ("oscar", "reference", True), None),
+    ("oscar-exact-value", "okv", ("oscar", "exact", False), None),
+]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def capture_calibration(model, tok, n_tokens, seq_len):
+    seqs = sequences(tok, "calibration", n_tokens, seq_len)
+    layers = [[] for _ in range(model.cfg.n_layers)]
+
+    def grab(i, q, k, v):
+        layers[i].append((q.copy(), k.copy(), v.copy()))
+
+    for s in seqs:
+        model.forward(np.array(s), capture=grab)
+    return layers, sum(len(s) for s in seqs)
+
+
+def calibrate_all(layers, holdout):
+    sets = {}
+    for name, kind, cal, clip in METHODS:
+        if kind != "okv":
+            continue
+        method, target, fit = cal
+        rs = okv.calibrate(layers, method=method, value_target=target, fit_clips=fit, holdout_tokens=holdout)
+        rots = [rs.layer(i) for i in range(rs.n_layers)]
+        if clip is not None:
+            for r in rots:
+                r["k_clip"] = r["v_clip"] = clip
+        sets[name] = rots
+    return sets
+
+
+def make_quantizer(ctx, kind, rots, group):
+    def q(layer, k, v):
+        if kind == "bf16":
+            return None, None, None, None
+        if kind == "kivi":
+            kq, vq = kivi_round_trip(k, v)
+            return kq, vq, None, None
+        r = rots[layer]
+        kq, vq = okv_round_trip(ctx, k, v, r, group_size=group)
+        return kq, vq, r["k_rotation"][0], r["v_rotation"][0]
+    return q
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--contexts", type=int, nargs="+", default=[2048, 8192])
+    ap.add_argument("--eval-tokens", type=int, default=8192, help="tokens evaluated per context length")
+    ap.add_argument("--calib-tokens", type=int, default=8192)
+    ap.add_argument("--calib-seq-len", type=int, default=2048)
+    ap.add_argument("--group", type=int, default=128, help="quantization group (channels)")
+    ap.add_argument("--sink", type=int, default=64)
+    ap.add_argument("--recent", type=int, default=256)
+    ap.add_argument("--flush", type=int, default=8)
+    ap.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS])
+    ap.add_argument("--quick", action="store_true", help="512-token contexts, 2 methods: a smoke run")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality-gemma3-270m"))
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.contexts, a.eval_tokens, a.calib_tokens, a.calib_seq_len = [512], 512, 1024, 512
+        a.methods = ["bf16", "oscar"]
+        a.sink, a.recent = 16, 32
+
+    t0 = time.time()
+    model = Gemma3Model.load()
+    tok = Gemma3Tokenizer()
+    n_layers = model.cfg.n_layers
+    log(f"model loaded: {n_layers} layers, Hq {model.cfg.n_heads}, Hkv {model.cfg.n_kv_heads}, d {model.cfg.head_dim}")
+    layers, n_cal = capture_calibration(model, tok, a.calib_tokens, a.calib_seq_len)
+    log(f"captured {n_cal} calibration tokens")
+    methods = [m for m in METHODS if m[0] in a.methods]
+    rot_sets = calibrate_all(layers, holdout=min(512, n_cal // 4))
+    del layers
+    log("calibrated: " + ", ".join(rot_sets))
+    clips = {name: [(r["k_clip"], r["v_clip"]) for r in rots] for name, rots in rot_sets.items()}
+
+    ctx = okv.Context("ref")
+    rows, per_layer = [], {}
+    for L in a.contexts:
+        segs = sequences(tok, "evaluation", max(a.eval_tokens, L), L)
+        segs = [s for s in segs if len(s) == L]
+        for name, kind, _, _ in methods:
+            for windows in ([False] if kind == "bf16" else [True, False]):
+                s0, w, f = (a.sink, a.recent, a.flush) if windows else (0, 0, 1)
+                hook = MixedAttention(n_layers, make_quantizer(ctx, kind, rot_sets.get(name), a.group), s0, w, f,
+                                      int2=kind != "bf16")
+                nll = np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs])
+                stats = [st.as_dict() for st in hook.stats]
+                int2_bits = KIVI_BITS if kind == "kivi" else 2.0 + 32.0 / a.group
+                bpe = 16.0 if kind == "bf16" else cache_rules.bits_per_element(L, int2_bits, s0, w)
+                row = {"method": name, "windows": windows, "ctx": L, "bpe": round(bpe, 4),
+                       "ppl": float(np.exp(nll.mean())), "tokens": int(nll.size),
+                       "attn_kl_mean": float(np.mean([s["attn_kl"] for s in stats])),
+                       "attn_out_relerr_mean": float(np.mean([s["attn_out_relerr"] for s in stats]))}
+                rows.append(row)
+                per_layer[f"{name}|{'win' if windows else 'nowin'}|{L}"] = stats
+                log(json.dumps(row))
+
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    result = {"model": "Gemma 3 270M (google/gemma-3-270m, GGUF Q4_K_M dequantized, numpy forward pass)",
+              "calib_text": f"Python 3.11 documentation (Debian python3.11-doc), {n_cal} tokens",
+              "eval_text": "King James Bible (Debian bible-kjv-text)",
+              "date": datetime.date.today().isoformat(), "commit": commit,
+              "command": "PYTHONPATH=python python3 -m oscarkv_eval.run_quality " + " ".join(argv or sys.argv[1:]),
+              "settings": {"group": a.group, "meta": "f16", "sink": a.sink, "recent": a.recent, "flush": a.flush,
+                           "clip_ratios": clips, "backend": ctx.backend},
+              "rows": rows, "per_layer": per_layer, "seconds": round(time.time() - t0, 1)}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    from oscarkv_eval.report import write_report
+    write_report(result, out)
+    log(f"wrote {out}.json/.md/.png in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
