@@ -28,6 +28,8 @@ enum {
     OCL_K_ROTATE,
     OCL_K_CONVERT,
     OCL_K_MOMENTS,
+    OCL_K_VALIDATE,
+    OCL_K_CHECK_FINITE,
     OCL_K_COUNT
 };
 
@@ -66,6 +68,7 @@ typedef struct ocl_state {
     cl_mem dummy;
     int clblast_ok; /* cleared after the first CLBlast failure */
     int clblast_min_rows;
+    int trust_inputs; /* OKV_OPENCL_TRUST_INPUTS=1: decode/prefill skip validation (no host sync) */
 } ocl_state_t;
 
 /* runtime (ocl_runtime.c) */

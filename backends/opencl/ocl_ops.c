@@ -101,8 +101,13 @@ static okv_status_t flags_check(ocl_state_t *st, const char *op, okv_err_t *err)
     cl_int f = 0;
     OCL_CHECK(clEnqueueReadBuffer(st->queue, st->flags, CL_TRUE, 0, sizeof f, &f, 0, NULL, NULL),
               "clEnqueueReadBuffer(flags)");
+    if (f & 4) {
+        ocl_errf(err, "opencl %s: invalid page table, lengths or indptr (page index outside its pool, "
+                      "too few pages, non-monotone indptr or inconsistent seq_len/int2_len)", op);
+        return OKV_ERROR_INVALID_ARGUMENT;
+    }
     if (f & 2) {
-        ocl_errf(err, "opencl %s: NaN or Inf in the input rows", op);
+        ocl_errf(err, "opencl %s: NaN or Inf in the input data", op);
         return OKV_ERROR_NONFINITE_INPUT;
     }
     if (f & 1) {
@@ -110,6 +115,48 @@ static okv_status_t flags_check(ocl_state_t *st, const char *op, okv_err_t *err)
         return OKV_ERROR_METADATA_OVERFLOW;
     }
     return OKV_SUCCESS;
+}
+
+static size_t i32_cap(okv_ref_t r)
+{
+    if (!r.buffer || r.offset > r.buffer->bytes) return 0;
+    return (r.buffer->bytes - r.offset) / 4;
+}
+
+/* Page tables and lengths (the reference's checks) on device data -> flag 4. */
+static okv_status_t validate_cache(ocl_state_t *st, ocl_program_t *pr, const okv_cache_view_t *v, int need_mode,
+                                   int n, okv_ref_t aip, int row_mode, okv_ref_t rip, int n_rows, okv_err_t *err)
+{
+    if (v->batch <= 0) return OKV_SUCCESS;
+    ocl_args_t a = args_begin(st, pr->kernels[OCL_K_VALIDATE]);
+    arg_cache(&a, v);
+    arg_i32(&a, v->batch);
+    arg_u64(&a, i32_cap(v->int2_indices));
+    arg_u64(&a, i32_cap(v->bf16_indices));
+    arg_i32(&a, v->int2_pool.buffer ? v->int2_pool_pages : 0);
+    arg_i32(&a, v->bf16_pool_pages);
+    arg_i32(&a, need_mode);
+    arg_i32(&a, n);
+    arg_ref(&a, aip);
+    arg_i32(&a, row_mode);
+    arg_ref(&a, rip);
+    arg_i32(&a, n_rows);
+    arg_mem(&a, st->flags);
+    size_t gws = (size_t)v->batch;
+    return launch(st, &a, "okv_validate", 1, &gws, NULL, err);
+}
+
+static okv_status_t check_finite(ocl_state_t *st, ocl_program_t *pr, okv_ref_t x, okv_dtype_t dt, size_t n,
+                                 okv_err_t *err)
+{
+    if (!x.buffer || n == 0) return OKV_SUCCESS;
+    ocl_args_t a = args_begin(st, pr->kernels[OCL_K_CHECK_FINITE]);
+    arg_ref(&a, x);
+    arg_i32(&a, (int)dt);
+    arg_u64(&a, n);
+    arg_mem(&a, st->flags);
+    size_t gws = round_up(n, 256), lws = 256;
+    return launch(st, &a, "okv_check_finite", 1, &gws, &lws, err);
 }
 
 static okv_status_t dtype_ok(const ocl_state_t *st, okv_dtype_t dt, const char *what, okv_err_t *err)
@@ -226,6 +273,13 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     int hg = p->head_group > 0 ? p->head_group : 1;
+    if (!st->trust_inputs) {
+        OKV_TRY(flags_clear(st, err));
+        OKV_TRY(check_finite(st, pr, p->x, p->x_dtype, rows * (size_t)d, err));
+        OKV_TRY(check_finite(st, pr, p->rotation, OKV_DTYPE_F32,
+                             (size_t)(p->per_head ? p->n_heads / hg : 1) * (size_t)d * (size_t)d, err));
+        OKV_TRY(flags_check(st, "rotate", err));
+    }
     if (use_clblast(st, rows)) {
         cl_mem y;
         int done = 0;
@@ -252,8 +306,8 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
 }
 
 /* ------------------------------------------------------------ append/demote -- */
-static okv_status_t demote_and_lens(ocl_state_t *st, ocl_program_t *pr, const okv_cache_view_t *v, int mode, int n,
-                                    okv_ref_t aip, float k_ratio, float v_ratio, okv_err_t *err)
+static okv_status_t demote_rows(ocl_state_t *st, ocl_program_t *pr, const okv_cache_view_t *v, int mode, int n,
+                                okv_ref_t aip, float k_ratio, float v_ratio, int commit, okv_err_t *err)
 {
     const okv_cache_desc_t *desc = v->desc;
     int max_rows = desc->recent_tokens + desc->flush_interval;
@@ -268,6 +322,7 @@ static okv_status_t demote_and_lens(ocl_state_t *st, ocl_program_t *pr, const ok
         arg_f32(&a, k_ratio);
         arg_f32(&a, v_ratio);
         arg_mem(&a, st->flags);
+        arg_i32(&a, commit);
         size_t gws[3] = {(size_t)max_rows, (size_t)desc->n_kv_heads, (size_t)v->batch * 2};
         OKV_TRY(launch(st, &a, "okv_demote", 3, gws, NULL, err));
     }
@@ -288,6 +343,32 @@ static okv_status_t update_lens(ocl_state_t *st, ocl_program_t *pr, const okv_ca
     return launch(st, &a, "okv_update_lens", 1, &gws, NULL, err);
 }
 
+static okv_status_t append_rows(ocl_state_t *st, ocl_program_t *pr, const okv_append_params_t *p, okv_ref_t kin,
+                                okv_ref_t vin, int prerot, int commit, okv_err_t *err)
+{
+    if (p->n_rows <= 0) return OKV_SUCCESS;
+    const okv_cache_view_t *v = &p->cache;
+    ocl_args_t a = args_begin(st, pr->kernels[OCL_K_APPEND_ROWS]);
+    arg_cache(&a, v);
+    arg_i32(&a, v->batch);
+    arg_ref(&a, p->append_indptr);
+    arg_ref(&a, kin);
+    arg_ref(&a, vin);
+    arg_i32(&a, (int)p->kv_dtype);
+    arg_ref(&a, p->k_rotation);
+    arg_ref(&a, p->v_rotation);
+    arg_i32(&a, p->per_head_rotation);
+    arg_i32(&a, prerot);
+    arg_f32(&a, p->k_clip_ratio);
+    arg_f32(&a, p->v_clip_ratio);
+    arg_mem(&a, st->flags);
+    arg_i32(&a, commit);
+    size_t gws[3] = {(size_t)p->n_rows, (size_t)v->desc->n_kv_heads, 2};
+    return launch(st, &a, "okv_append_rows", 3, gws, NULL, err);
+}
+
+/* Validate (tables, NaN) -> dry run (metadata overflow) -> commit: a failing call
+ * writes nothing, like the reference. */
 okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *err)
 {
     ocl_state_t *st = state;
@@ -297,8 +378,16 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
     OKV_TRY(ocl_config_from_desc(st, v->desc, &cfg, err));
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
-    OKV_TRY(flags_clear(st, err));
     int hkv = cfg.hkv, d = cfg.d;
+    size_t n = (size_t)p->n_rows * (size_t)hkv * (size_t)d;
+    size_t nr = (size_t)(p->per_head_rotation ? hkv : 1) * (size_t)d * (size_t)d;
+    OKV_TRY(flags_clear(st, err));
+    OKV_TRY(validate_cache(st, pr, v, 1, 0, p->append_indptr, 1, p->append_indptr, p->n_rows, err));
+    OKV_TRY(check_finite(st, pr, p->k, p->kv_dtype, n, err));
+    OKV_TRY(check_finite(st, pr, p->v, p->kv_dtype, n, err));
+    OKV_TRY(check_finite(st, pr, p->k_rotation, OKV_DTYPE_F32, nr, err));
+    OKV_TRY(check_finite(st, pr, p->v_rotation, OKV_DTYPE_F32, nr, err));
+    OKV_TRY(flags_check(st, "append", err));
     /* prefill-sized appends: rotate with CLBlast first */
     int prerot = 0;
     okv_ref_t kin = p->k, vin = p->v;
@@ -323,27 +412,12 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
             prerot = 1;
         }
     }
-    OKV_TRY(demote_and_lens(st, pr, v, 1, 0, p->append_indptr, p->k_clip_ratio, p->v_clip_ratio, err));
-    if (p->n_rows > 0) {
-        ocl_args_t a = args_begin(st, pr->kernels[OCL_K_APPEND_ROWS]);
-        arg_cache(&a, v);
-        arg_i32(&a, v->batch);
-        arg_ref(&a, p->append_indptr);
-        arg_ref(&a, kin);
-        arg_ref(&a, vin);
-        arg_i32(&a, (int)p->kv_dtype);
-        arg_ref(&a, p->k_rotation);
-        arg_ref(&a, p->v_rotation);
-        arg_i32(&a, p->per_head_rotation);
-        arg_i32(&a, prerot);
-        arg_f32(&a, p->k_clip_ratio);
-        arg_f32(&a, p->v_clip_ratio);
-        arg_mem(&a, st->flags);
-        size_t gws[3] = {(size_t)p->n_rows, (size_t)hkv, 2};
-        OKV_TRY(launch(st, &a, "okv_append_rows", 3, gws, NULL, err));
-    }
-    OKV_TRY(update_lens(st, pr, v, 1, 0, p->append_indptr, err));
-    return flags_check(st, "append", err);
+    OKV_TRY(demote_rows(st, pr, v, 1, 0, p->append_indptr, p->k_clip_ratio, p->v_clip_ratio, 0, err));
+    OKV_TRY(append_rows(st, pr, p, kin, vin, prerot, 0, err));
+    OKV_TRY(flags_check(st, "append", err));
+    OKV_TRY(demote_rows(st, pr, v, 1, 0, p->append_indptr, p->k_clip_ratio, p->v_clip_ratio, 1, err));
+    OKV_TRY(append_rows(st, pr, p, kin, vin, prerot, 1, err));
+    return update_lens(st, pr, v, 1, 0, p->append_indptr, err);
 }
 
 okv_status_t ocl_demote(void *state, const okv_demote_params_t *p, okv_err_t *err)
@@ -355,14 +429,17 @@ okv_status_t ocl_demote(void *state, const okv_demote_params_t *p, okv_err_t *er
     OKV_TRY(ocl_config_from_desc(st, v->desc, &cfg, err));
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
-    OKV_TRY(flags_clear(st, err));
     int n = p->n_rows;
     int cap = v->desc->recent_tokens + v->desc->flush_interval;
     if (n > cap) n = cap;
     okv_ref_t none = {NULL, 0};
-    OKV_TRY(demote_and_lens(st, pr, v, 0, n, none, p->k_clip_ratio, p->v_clip_ratio, err));
-    OKV_TRY(update_lens(st, pr, v, 0, n, none, err));
-    return flags_check(st, "demote", err);
+    OKV_TRY(flags_clear(st, err));
+    OKV_TRY(validate_cache(st, pr, v, 2, n, none, 0, none, 0, err));
+    OKV_TRY(flags_check(st, "demote", err));
+    OKV_TRY(demote_rows(st, pr, v, 0, n, none, p->k_clip_ratio, p->v_clip_ratio, 0, err));
+    OKV_TRY(flags_check(st, "demote", err));
+    OKV_TRY(demote_rows(st, pr, v, 0, n, none, p->k_clip_ratio, p->v_clip_ratio, 1, err));
+    return update_lens(st, pr, v, 0, n, none, err);
 }
 
 /* -------------------------------------------------------------- dequantize -- */
@@ -376,6 +453,10 @@ okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_e
     OKV_TRY(ocl_config_from_desc(st, v->desc, &cfg, err));
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
+    OKV_TRY(flags_clear(st, err));
+    okv_ref_t none = {NULL, 0};
+    OKV_TRY(validate_cache(st, pr, v, 0, 0, none, 2, p->out_indptr, p->out_rows, err));
+    OKV_TRY(flags_check(st, "dequantize", err));
     ocl_args_t a = args_begin(st, pr->kernels[OCL_K_DEQUANTIZE]);
     arg_cache(&a, v);
     arg_i32(&a, v->batch);
@@ -472,6 +553,21 @@ static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, cons
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, cfg, &pr, err));
     if (r->n_rows <= 0) return OKV_SUCCESS;
+    if (!st->trust_inputs) {
+        okv_ref_t none = {NULL, 0};
+        size_t hq = (size_t)cfg->hkv * (size_t)cfg->gqa, d = (size_t)cfg->d;
+        OKV_TRY(flags_clear(st, err));
+        OKV_TRY(validate_cache(st, pr, r->cache, 0, 0, none, r->row_mode, r->q_indptr, r->n_rows, err));
+        OKV_TRY(check_finite(st, pr, r->q, r->q_dt, (size_t)r->n_rows * hq * d, err));
+        if (r->row_mode) {
+            OKV_TRY(check_finite(st, pr, r->k_new, r->new_dt, (size_t)r->n_rows * (size_t)cfg->hkv * d, err));
+            OKV_TRY(check_finite(st, pr, r->v_new, r->new_dt, (size_t)r->n_rows * (size_t)cfg->hkv * d, err));
+        }
+        if (r->unrotate && r->v_rotation.buffer)
+            OKV_TRY(check_finite(st, pr, r->v_rotation, OKV_DTYPE_F32, (size_t)(r->per_head ? cfg->hkv : 1) * d * d,
+                                 err));
+        OKV_TRY(flags_check(st, r->row_mode ? "prefill" : "decode", err));
+    }
     cl_mem ws;
     size_t ws_off;
     if (r->workspace.buffer && r->workspace_bytes >= pl->ws_bytes && r->workspace.offset % 4 == 0) {
@@ -646,6 +742,12 @@ okv_status_t ocl_moments(void *state, const okv_moments_params_t *p, okv_err_t *
     ocl_config_generic(&cfg, d);
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
+    if (!st->trust_inputs) {
+        OKV_TRY(flags_clear(st, err));
+        OKV_TRY(check_finite(st, pr, p->x, p->x_dtype, (size_t)p->n_rows * (size_t)p->n_heads * (size_t)d, err));
+        OKV_TRY(check_finite(st, pr, p->weights, OKV_DTYPE_F32, (size_t)p->n_rows * (size_t)p->n_heads, err));
+        OKV_TRY(flags_check(st, "moments", err));
+    }
     size_t esz = f64 ? 8 : 4;
     size_t rows = (size_t)p->n_rows * (size_t)hg;
     if (use_clblast(st, rows) && p->acc.offset % esz == 0) {

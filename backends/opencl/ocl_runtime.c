@@ -298,6 +298,8 @@ static okv_status_t ocl_create(int32_t device, void *native_stream, void **state
     const char *nob = getenv("OKV_OPENCL_NO_CLBLAST");
     st->clblast_ok = !(nob && *nob && *nob != '0');
     st->clblast_min_rows = 256;
+    const char *ti = getenv("OKV_OPENCL_TRUST_INPUTS");
+    st->trust_inputs = ti && *ti && *ti != '0';
     const char *mr = getenv("OKV_OPENCL_CLBLAST_MIN_ROWS");
     if (mr && *mr) st->clblast_min_rows = atoi(mr);
     *state = st;
@@ -454,7 +456,8 @@ okv_status_t ocl_config_from_desc(const ocl_state_t *st, const okv_cache_desc_t 
 
 static const char *const k_kernel_names[OCL_K_COUNT] = {
     "okv_demote",     "okv_update_lens", "okv_append_rows", "okv_dequantize", "okv_attn_split",
-    "okv_attn_merge", "okv_rotate",      "okv_convert",     "okv_moments",
+    "okv_attn_merge", "okv_rotate",      "okv_convert",     "okv_moments",    "okv_validate",
+    "okv_check_finite",
 };
 
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n)

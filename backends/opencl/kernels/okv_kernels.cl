@@ -170,7 +170,8 @@ OKV_FN ulong okv_bf_row(__global const uchar *bfp_b, ulong bfp_o, __global const
 
 /* Clip, quantize and pack one rotated row x (private, modified) into INT2 slot
  * (page_base, slot) for (kv, head). Returns 0, or an OKV_FLAG_* without writing. */
-OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong page_base, int kv, int head, int slot)
+OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong page_base, int kv, int head, int slot,
+                           int commit)
 {
     for (int c = 0; c < OKV_D; ++c)
         if (isinf(x[c]) || isnan(x[c])) return OKV_FLAG_NONFINITE;
@@ -180,6 +181,7 @@ OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong pa
     float sc[OKV_NG], lo[OKV_NG];
     for (int g = 0; g < OKV_NG; ++g)
         if (!okv_group_meta(x + g * OKV_GS, OKV_GS, OKV_QUANT, OKV_META, &sc[g], &lo[g])) return OKV_FLAG_META_OVERFLOW;
+    if (!commit) return 0;
     __global uchar *codes = pool + page_base + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, kv, head, slot);
     __global uchar *meta = pool + page_base + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, kv, head, slot);
     for (int g = 0; g < OKV_NG; ++g) {
@@ -225,7 +227,7 @@ OKV_FN int okv_target_int2(int mode, int t, int n2, int n)
  * when it lies below the new INT2 end (and, for append, below the old seq_len).
  * mode 0: n = rows to demote; mode 1: n rows are being appended (append_indptr). */
 __kernel void okv_demote(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global const uchar *aip_b, ulong aip_o,
-                         float k_ratio, float v_ratio, __global int *flags)
+                         float k_ratio, float v_ratio, __global int *flags, int commit)
 {
     int k = (int)get_global_id(0);
     int head = (int)get_global_id(1);
@@ -243,7 +245,7 @@ __kernel void okv_demote(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global
     for (int c = 0; c < OKV_D; ++c) x[c] = okv_bf16_to_f32(bf[row + c]);
     int i = pos - OKV_S0;
     ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
-    int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P);
+    int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P, commit);
     if (f) atomic_or(flags, f);
 }
 
@@ -267,7 +269,7 @@ __kernel void okv_update_lens(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __g
 __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar *aip_b, ulong aip_o,
                               __global const uchar *k_b, ulong k_o, __global const uchar *v_b, ulong v_o, int kv_dt,
                               __global const uchar *rk_b, ulong rk_o, __global const uchar *rv_b, ulong rv_o,
-                              int per_head, int prerot, float k_ratio, float v_ratio, __global int *flags)
+                              int per_head, int prerot, float k_ratio, float v_ratio, __global int *flags, int commit)
 {
     int r = (int)get_global_id(0);
     int head = (int)get_global_id(1);
@@ -302,14 +304,17 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
     if (pos >= OKV_S0 && pos < OKV_S0 + n2new) {
         int i = pos - OKV_S0;
         ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
-        int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P);
+        int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P, commit);
         if (f) atomic_or(flags, f);
     } else {
-        for (int c = 0; c < OKV_D; ++c)
-            if (isinf(x[c]) || isnan(x[c])) {
+        for (int c = 0; c < OKV_D; ++c) {
+            float r = okv_bf16_to_f32(okv_f32_to_bf16(x[c])); /* the rotated row must fit bf16 */
+            if (isinf(r) || isnan(r)) {
                 atomic_or(flags, OKV_FLAG_NONFINITE);
                 return;
             }
+        }
+        if (!commit) return;
         __global ushort *bf = (__global ushort *)(bfpool_b + bfpool_o);
         ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
         for (int c = 0; c < OKV_D; ++c) bf[row + c] = okv_f32_to_bf16(x[c]);
@@ -623,4 +628,62 @@ __kernel void okv_moments(__global const uchar *x_b, ulong x_o, int x_dt, __glob
             s = fma(ww * xi, xj, s);
         }
     ((__global float *)(a_b + a_o))[ae] += s;
+}
+
+/* -------------------------------------------------------------- validation -- */
+/* Grid (batch): the page-table and length checks of the reference
+ * (okv_ref_cache_validate) on device data; sets OKV_FLAG_BAD_INDEX. need_mode: 0 =
+ * INT2 pages for the current int2_len, 1 = after appending (aip), 2 = after demoting
+ * n rows. row_mode: 0 none, 1 = q/append indptr (rip) must end at n_rows, 2 =
+ * out_indptr (rip) must give seq_len rows per sequence and end <= n_rows. */
+__kernel void okv_validate(OKV_CACHE_ARGS, int batch, ulong i2_cap, ulong bf_cap, int i2_pages, int bf_pages,
+                           int need_mode, int n, __global const uchar *aip_b, ulong aip_o, int row_mode,
+                           __global const uchar *rip_b, ulong rip_o, int n_rows, __global int *flags)
+{
+    int b = (int)get_global_id(0);
+    if (b >= batch) return;
+    __global const int *i2p = OKV_I32(i2p_b, i2p_o), *i2x = OKV_I32(i2x_b, i2x_o);
+    __global const int *bfp = OKV_I32(bfp_b, bfp_o), *bfx = OKV_I32(bfx_b, bfx_o);
+    int bad = 0;
+    if (i2p[0] < 0 || bfp[0] < 0) bad = 1;
+    if (i2p[b + 1] < i2p[b] || bfp[b + 1] < bfp[b]) bad = 1;
+    if ((ulong)(long)i2p[b + 1] > i2_cap || (ulong)(long)bfp[b + 1] > bf_cap) bad = 1;
+    if (!bad) {
+        for (int j = i2p[b]; j < i2p[b + 1]; ++j)
+            if (i2x[j] < 0 || i2x[j] >= i2_pages) bad = 1;
+        for (int j = bfp[b]; j < bfp[b + 1]; ++j)
+            if (bfx[j] < 0 || bfx[j] >= bf_pages) bad = 1;
+    }
+    int t = OKV_SEQ_LEN(b), n2 = OKV_INT2_LEN(b);
+    int max_i2 = t > OKV_S0 ? t - OKV_S0 : 0;
+    if (t < 0 || n2 < 0 || n2 > max_i2) bad = 1;
+    if (t > OKV_S0 && t - OKV_S0 - n2 > OKV_W + OKV_F - 1) bad = 1;
+    int bf_need = (OKV_S0 + OKV_W + OKV_F + OKV_P - 1) / OKV_P;
+    if (bfp[b + 1] - bfp[b] < bf_need) bad = 1;
+    int need = n2;
+    if (!bad && need_mode == 1) {
+        __global const int *aip = OKV_I32(aip_b, aip_o);
+        int nn = aip[b + 1] - aip[b];
+        if (aip[0] < 0 || nn < 0 || (long)t + (long)nn > 2147483647L) bad = 1;
+        else need = okv_int2_len_after(t, n2, nn, OKV_S0, OKV_W, OKV_F);
+    } else if (!bad && need_mode == 2) {
+        need = okv_target_int2(0, t, n2, n);
+    }
+    if (!bad && (long)(i2p[b + 1] - i2p[b]) * OKV_P < (long)need) bad = 1;
+    if (row_mode) {
+        __global const int *rip = OKV_I32(rip_b, rip_o);
+        if (rip[0] < 0 || rip[b + 1] < rip[b]) bad = 1;
+        if (row_mode == 1 && b == batch - 1 && rip[batch] != n_rows) bad = 1;
+        if (row_mode == 2 && ((long)rip[b + 1] - (long)rip[b] < (long)t || rip[batch] > n_rows)) bad = 1;
+    }
+    if (bad) atomic_or(flags, OKV_FLAG_BAD_INDEX);
+}
+
+/* Grid (>= n): flags OKV_FLAG_NONFINITE when an element is NaN or Inf. */
+__kernel void okv_check_finite(__global const uchar *x_b, ulong x_o, int x_dt, ulong n, __global int *flags)
+{
+    ulong i = get_global_id(0);
+    if (i >= n) return;
+    float v = okv_ld(x_b + x_o, i, x_dt);
+    if (isinf(v) || isnan(v)) atomic_or(flags, OKV_FLAG_NONFINITE);
 }
