@@ -104,6 +104,17 @@ double conf_dtype_eps(okv_dtype_t t)
     }
 }
 
+double conf_dtype_tiny(okv_dtype_t t)
+{
+    /* half the spacing of the subnormals: the absolute rounding error near zero */
+    switch (t) {
+    case OKV_DTYPE_F16: return 2.98023223876953125e-08;
+    case OKV_DTYPE_BF16: return 4.6e-41;
+    case OKV_DTYPE_F64: return 0.0;
+    default: return 7.1e-46;
+    }
+}
+
 /* ---- rotations ---- */
 void conf_random_rotation(conf_rng_t *r, int d, float *out)
 {

@@ -96,6 +96,7 @@ void conf_store(okv_dtype_t t, const float *src, void *dst, size_t n);
 void conf_load(okv_dtype_t t, const void *src, float *dst, size_t n);
 float conf_round(okv_dtype_t t, float x);     /* x through the dtype's storage */
 double conf_dtype_eps(okv_dtype_t t);         /* unit roundoff (half an ulp, relative) */
+double conf_dtype_tiny(okv_dtype_t t);        /* absolute rounding error in the subnormal range */
 
 /* Random orthogonal d x d (float32, row-major) from Gram-Schmidt on a Gaussian matrix. */
 void conf_random_rotation(conf_rng_t *r, int d, float *out);

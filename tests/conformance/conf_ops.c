@@ -138,7 +138,7 @@ static okv_status_t op_rotate(run_t *r, okv_context_t *ctx)
                 rot_row(x + base, Rh, d, c->unrotate, y, as);
                 for (int j = 0; j < d; ++j) {
                     double e = fabs(o[base + j] - y[j]);
-                    double tol = eps * 1.001 * fabs(y[j]) + dot_err(as[j], d) * (1.0 + eps) + 1e-30;
+                    double tol = eps * 1.001 * fabs(y[j]) + dot_err(as[j], d) * (1.0 + eps) + conf_dtype_tiny(c->out_dtype);
                     if (!(e <= tol)) {
                         if (bad++ == 0)
                             run_fail(r, "out[%d][%d][%d] = %.9g, expected %.9g (tol %.3g)", t, h, j, (double)o[base + j],
@@ -889,7 +889,7 @@ static okv_status_t op_dequantize(run_t *r, okv_context_t *ctx)
                                 want = okv_bf16_to_f32(h.bpool[e + q]);
                                 slack = 0.0;
                             }
-                            double tol = eps * 1.001 * (fabs(want) + slack) + slack;
+                            double tol = eps * 1.001 * (fabs(want) + slack) + slack + conf_dtype_tiny(c->out_dtype);
                             if (!(fabs(o[q] - want) <= tol) && bad++ == 0)
                                 run_fail(r, "seq %d position %d (%s) %s head %d channel %d: %.9g, expected %.9g", b, pos,
                                          int2 ? "INT2" : "BF16", kv ? "V" : "K", hd, q, (double)o[q], want);
@@ -1115,7 +1115,7 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
         conf_load(c->out_dtype, got, o2, cnt);
         double eo = c->out_dtype == OKV_DTYPE_F32 ? 1.2e-7 : 2.0 * conf_dtype_eps(c->out_dtype);
         for (size_t k2 = 0; k2 < cnt; ++k2) {
-            double tol = 2.0 * eo * fabs(o[k2]) + CONF_SPLIT_TOL * e.scale;
+            double tol = 2.0 * eo * fabs(o[k2]) + CONF_SPLIT_TOL * e.scale + 2.0 * conf_dtype_tiny(c->out_dtype);
             if (!(fabs((double)o2[k2] - o[k2]) <= tol)) {
                 run_fail(r, "split-count invariance: num_splits %d gives out[%zu] = %.9g, num_splits %d gives %.9g",
                          split_set[k], k2, (double)o2[k2], c->splits, (double)o[k2]);
