@@ -76,6 +76,7 @@ static void free_layer(calib_layer_t *L)
     free(L->hq);
     free(L->hk);
     free(L->hv);
+    free(L->hpos);
     for (calib_chunk_t *c = L->chunks; c;) {
         calib_chunk_t *nx = c->next;
         free(c->k);
@@ -119,9 +120,10 @@ static okv_status_t ensure_layer(okv_calibrator_t *cal, calib_layer_t *L)
         L->hq = malloc(hold * (size_t)D->n_q_heads * D->head_dim * sizeof(float));
         L->hk = malloc(hold * (size_t)D->n_kv_heads * D->head_dim * sizeof(float));
         L->hv = malloc(hold * (size_t)D->n_kv_heads * D->head_dim * sizeof(float));
+        L->hpos = malloc(hold * sizeof(int32_t));
     }
     if (!L->cq || !L->kk || !L->vv || (D->value_target == OKV_VALUE_TARGET_EXACT && !L->cs) ||
-        (hold && (!L->hq || !L->hk || !L->hv))) {
+        (hold && (!L->hq || !L->hk || !L->hv || !L->hpos))) {
         okv_rng_t rng = L->rng;
         free_layer(L);
         L->rng = rng;

@@ -30,6 +30,7 @@ typedef struct calib_layer {
     calib_chunk_t *chunks, *last;
     /* held-back rows (reservoir sample of the layer's tokens) */
     float *hq, *hk, *hv; /* [holdout][Hq*d], [holdout][Hkv*d] x2 */
+    int32_t *hpos;       /* [holdout] position of the row inside its add() call */
     int32_t held;
     int64_t seen;
     okv_rng_t rng;
@@ -69,12 +70,14 @@ typedef struct okv_clip_fit_result {
     double k_err, v_err;             /* relative attention-output error at the chosen ratios */
     double k_err_fixed, v_err_fixed; /* ... at the fixed ratios */
 } okv_clip_fit_result_t;
+/* exact_rows (nullable, [t]): rows left unquantised, like the cache's BF16 sink rows. */
 okv_status_t okv_clip_fit(int t, int hq, int hkv, int d, const float *q, const float *k, const float *v,
-                          const okv_cache_desc_t *quant, float fixed_k, float fixed_v, okv_clip_fit_result_t *res,
-                          okv_err_t *err);
+                          const unsigned char *exact_rows, const okv_cache_desc_t *quant, float fixed_k, float fixed_v,
+                          okv_clip_fit_result_t *res, okv_err_t *err);
 /* Relative attention-output error of quantising K (kv = 0) or V (kv = 1) at ratio. */
 okv_status_t okv_clip_eval(int t, int hq, int hkv, int d, const float *q, const float *k, const float *v,
-                           const okv_cache_desc_t *quant, int kv, float ratio, double *rel_err, okv_err_t *err);
+                           const unsigned char *exact_rows, const okv_cache_desc_t *quant, int kv, float ratio,
+                           double *rel_err, okv_err_t *err);
 
 /* Clip + quantise + dequantise one row of d in place per the format (SPEC 3). 0 on
  * metadata overflow. */

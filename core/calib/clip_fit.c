@@ -161,12 +161,12 @@ static void teardown(att_problem_t *A)
 
 /* Quantise all rows of x ([t][hkv][d]) at ratio into out. */
 static okv_status_t quantize_all(const float *x, float *out, int t, int hkv, int d, float ratio,
-                                 const okv_cache_desc_t *quant, okv_err_t *err)
+                                 const unsigned char *exact_rows, const okv_cache_desc_t *quant, okv_err_t *err)
 {
     int g = group_of(quant, d);
     memcpy(out, x, sizeof(float) * (size_t)t * hkv * d);
     for (size_t r = 0; r < (size_t)t * hkv; ++r)
-        if (!okv_quant_row_roundtrip(out + r * d, d, g, ratio, quant))
+        if (!(exact_rows && exact_rows[r / (size_t)hkv]) && !okv_quant_row_roundtrip(out + r * d, d, g, ratio, quant))
             return okv_fail(err, OKV_ERROR_METADATA_OVERFLOW,
                             "clip fit: a held-back row's scale/offset does not fit the metadata type");
     return OKV_SUCCESS;
@@ -174,10 +174,10 @@ static okv_status_t quantize_all(const float *x, float *out, int t, int hkv, int
 
 /* Error of quantising K (kv 0) or V (kv 1) at ratio; A's probabilities are restored
  * to the exact ones on return. */
-static okv_status_t eval(att_problem_t *A, int kv, float ratio, const okv_cache_desc_t *quant, float *scratch,
-                         double *rel, okv_err_t *err)
+static okv_status_t eval(att_problem_t *A, int kv, float ratio, const unsigned char *exact_rows,
+                         const okv_cache_desc_t *quant, float *scratch, double *rel, okv_err_t *err)
 {
-    okv_status_t st = quantize_all(kv ? A->v : A->k, scratch, A->t, A->hkv, A->d, ratio, quant, err);
+    okv_status_t st = quantize_all(kv ? A->v : A->k, scratch, A->t, A->hkv, A->d, ratio, exact_rows, quant, err);
     if (st != OKV_SUCCESS) return st;
     double e2;
     if (kv == 0) {
@@ -207,7 +207,8 @@ static okv_status_t check_quant(const okv_cache_desc_t *quant, int d, okv_err_t 
 }
 
 okv_status_t okv_clip_eval(int t, int hq, int hkv, int d, const float *q, const float *k, const float *v,
-                           const okv_cache_desc_t *quant, int kv, float ratio, double *rel_err, okv_err_t *err)
+                           const unsigned char *exact_rows, const okv_cache_desc_t *quant, int kv, float ratio,
+                           double *rel_err, okv_err_t *err)
 {
     okv_status_t st = check_quant(quant, d, err);
     if (st != OKV_SUCCESS) return st;
@@ -215,15 +216,15 @@ okv_status_t okv_clip_eval(int t, int hq, int hkv, int d, const float *q, const 
     float *scratch = malloc(sizeof(float) * (size_t)t * hkv * d);
     st = setup(&A, t, hq, hkv, d, q, k, v, err);
     if (st == OKV_SUCCESS && !scratch) st = okv_fail(err, OKV_ERROR_OUT_OF_MEMORY, "clip fit: out of memory");
-    if (st == OKV_SUCCESS) st = eval(&A, kv, ratio, quant, scratch, rel_err, err);
+    if (st == OKV_SUCCESS) st = eval(&A, kv, ratio, exact_rows, quant, scratch, rel_err, err);
     teardown(&A);
     free(scratch);
     return st;
 }
 
 okv_status_t okv_clip_fit(int t, int hq, int hkv, int d, const float *q, const float *k, const float *v,
-                          const okv_cache_desc_t *quant, float fixed_k, float fixed_v, okv_clip_fit_result_t *res,
-                          okv_err_t *err)
+                          const unsigned char *exact_rows, const okv_cache_desc_t *quant, float fixed_k, float fixed_v,
+                          okv_clip_fit_result_t *res, okv_err_t *err)
 {
     okv_status_t st = check_quant(quant, d, err);
     if (st != OKV_SUCCESS) return st;
@@ -234,14 +235,14 @@ okv_status_t okv_clip_fit(int t, int hq, int hkv, int d, const float *q, const f
     for (int kv = 0; kv < 2 && st == OKV_SUCCESS; ++kv) {
         float fixed = kv ? fixed_v : fixed_k, best = fixed;
         double best_err = 0.0, fixed_err = 0.0;
-        st = eval(&A, kv, fixed, quant, scratch, &fixed_err, err);
+        st = eval(&A, kv, fixed, exact_rows, quant, scratch, &fixed_err, err);
         best_err = fixed_err;
         for (int i = 0; i < CLIP_GRID_N && st == OKV_SUCCESS; ++i) {
             float r = (float)(0.80 + 0.02 * i);
             if (i == CLIP_GRID_N - 1) r = 1.0f;
             if (r == fixed) continue;
             double e;
-            st = eval(&A, kv, r, quant, scratch, &e, err);
+            st = eval(&A, kv, r, exact_rows, quant, scratch, &e, err);
             if (st == OKV_SUCCESS && e < best_err) {
                 best_err = e;
                 best = r;

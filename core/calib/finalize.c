@@ -92,15 +92,20 @@ static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_ro
     float *q = malloc(sizeof(float) * (size_t)t * F->hq * d);
     float *k = malloc(sizeof(float) * (size_t)t * F->hkv * d);
     float *v = malloc(sizeof(float) * (size_t)t * F->hkv * d);
+    unsigned char *exact = malloc((size_t)t);
     okv_status_t st = OKV_SUCCESS;
-    if (!q || !k || !v) st = okv_fail(&F->cal->err, OKV_ERROR_OUT_OF_MEMORY, "clip fit: out of memory");
+    if (!q || !k || !v || !exact) st = okv_fail(&F->cal->err, OKV_ERROR_OUT_OF_MEMORY, "clip fit: out of memory");
     if (st == OKV_SUCCESS) {
         rotate_rows(L->hq, q, t, F->hq, d, RL->k_rot, F->n_rot, F->g);
         rotate_rows(L->hk, k, t, F->hkv, d, RL->k_rot, F->n_rot, 1);
         rotate_rows(L->hv, v, t, F->hkv, d, RL->v_rot, F->n_rot, 1);
+        /* held-back rows at sink positions (position inside their add() call < sink_tokens)
+         * stay exact, as the cache keeps them in BF16 */
+        for (int i = 0; i < t; ++i)
+            exact[i] = L->hpos[i] < F->opt->quant.sink_tokens;
         okv_clip_fit_result_t res;
-        st = okv_clip_fit(t, F->hq, F->hkv, d, q, k, v, &F->opt->quant, F->opt->k_clip_ratio, F->opt->v_clip_ratio,
-                          &res, &F->cal->err);
+        st = okv_clip_fit(t, F->hq, F->hkv, d, q, k, v, exact, &F->opt->quant, F->opt->k_clip_ratio,
+                          F->opt->v_clip_ratio, &res, &F->cal->err);
         if (st == OKV_SUCCESS) {
             RL->k_clip = res.k_ratio;
             RL->v_clip = res.v_ratio;
@@ -115,6 +120,7 @@ static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_ro
     free(q);
     free(k);
     free(v);
+    free(exact);
     return st;
 }
 

@@ -22,6 +22,7 @@ void okv_holdout_add(calib_layer_t *L, int32_t capacity, int n, int hq, int hkv,
         memcpy(L->hq + (size_t)slot * qrow, q + (size_t)t * qrow, qrow * sizeof(float));
         memcpy(L->hk + (size_t)slot * kvrow, k + (size_t)t * kvrow, kvrow * sizeof(float));
         memcpy(L->hv + (size_t)slot * kvrow, v + (size_t)t * kvrow, kvrow * sizeof(float));
+        L->hpos[slot] = t;
         if (slot >= L->held) L->held = (int32_t)slot + 1;
     }
 }

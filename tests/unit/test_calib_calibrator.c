@@ -263,11 +263,13 @@ START_TEST(test_targets_match_direct)
                     const double *C = kv ? (vt ? T->cs[r] : T->cvref[r]) : T->cq[r];
                     const float *R = (kv ? Lo.v_rotation : Lo.k_rotation) + r * D * D;
                     double tr = 0;
-                    for (int i = 0; i < D; ++i) tr += C[i * D + i];
+                    for (int i = 0; i < D; ++i)
+                        tr += C[i * D + i];
                     for (int j = 0; j < D; ++j) {
                         double dj = 0;
                         for (int a = 0; a < D; ++a)
-                            for (int b = 0; b < D; ++b) dj += (double)R[a * D + j] * C[a * D + b] * R[b * D + j];
+                            for (int b = 0; b < D; ++b)
+                                dj += (double)R[a * D + j] * C[a * D + b] * R[b * D + j];
                         ck_assert_msg(fabs(dj - tr / D) <= 1e-5 * tr, "vt=%d kv=%d r=%d diag %d: %g vs %g", vt, kv, r,
                                       j, dj, tr / D);
                     }

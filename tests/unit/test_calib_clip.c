@@ -92,16 +92,16 @@ START_TEST(test_fit_direct)
         quant.clip_mode = variant == 2 ? OKV_CLIP_BISECT : OKV_CLIP_SORT;
         quant.meta_dtype = variant == 2 ? OKV_DTYPE_BF16 : OKV_DTYPE_F16;
         okv_clip_fit_result_t r;
-        ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, v, &quant, 0.96f, 0.92f, &r, &err), OKV_SUCCESS);
+        ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, v, NULL, &quant, 0.96f, 0.92f, &r, &err), OKV_SUCCESS);
         ck_assert(r.k_ratio >= 0.80f && r.k_ratio <= 1.0f);
         ck_assert(r.v_ratio >= 0.80f && r.v_ratio <= 1.0f);
         ck_assert(r.k_err <= r.k_err_fixed && r.v_err <= r.v_err_fixed);
         ck_assert(r.k_err > 0 && r.v_err > 0 && r.k_err < 1 && r.v_err < 1);
         /* the reported errors are what clip_eval measures */
         double e;
-        ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, v, &quant, 1, r.v_ratio, &e, &err), OKV_SUCCESS);
+        ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, v, NULL, &quant, 1, r.v_ratio, &e, &err), OKV_SUCCESS);
         ck_assert_double_eq_tol(e, r.v_err, 1e-12);
-        ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, v, &quant, 0, 0.96f, &e, &err), OKV_SUCCESS);
+        ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, v, NULL, &quant, 0, 0.96f, &e, &err), OKV_SUCCESS);
         ck_assert_double_eq_tol(e, r.k_err_fixed, 1e-12);
         /* Gaussian rows (no outliers): at 2 bits clipping the tails beats no clipping */
         float *vg = malloc(sizeof(float) * t * HKV * D);
@@ -109,15 +109,27 @@ START_TEST(test_fit_direct)
             vg[i] = (float)gauss();
         okv_clip_fit_result_t rg;
         double e1;
-        ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, vg, &quant, 0.96f, 0.92f, &rg, &err), OKV_SUCCESS);
-        ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, vg, &quant, 1, 1.0f, &e1, &err), OKV_SUCCESS);
+        ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, vg, NULL, &quant, 0.96f, 0.92f, &rg, &err), OKV_SUCCESS);
+        ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, vg, NULL, &quant, 1, 1.0f, &e1, &err), OKV_SUCCESS);
         ck_assert_msg(rg.v_ratio < 1.0f && rg.v_err < e1, "v ratio %g err %g vs unclipped %g", rg.v_ratio, rg.v_err,
                       e1);
         free(vg);
     }
+    /* rows marked exact (sink positions) are not quantised: all exact -> zero error */
+    unsigned char *all = malloc((size_t)t);
+    memset(all, 1, (size_t)t);
+    double ez;
+    quant.group_size = 0;
+    ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, v, all, &quant, 0, 0.9f, &ez, &err), OKV_SUCCESS);
+    ck_assert(ez == 0.0);
+    all[0] = 0;
+    ck_assert_int_eq(okv_clip_eval(t, HQ, HKV, D, q, k, v, all, &quant, 1, 0.9f, &ez, &err), OKV_SUCCESS);
+    ck_assert(ez > 0.0);
+    free(all);
     quant.group_size = 48;
     okv_clip_fit_result_t r;
-    ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, v, &quant, 0.96f, 0.92f, &r, &err), OKV_ERROR_INVALID_ARGUMENT);
+    ck_assert_int_eq(okv_clip_fit(t, HQ, HKV, D, q, k, v, NULL, &quant, 0.96f, 0.92f, &r, &err),
+                     OKV_ERROR_INVALID_ARGUMENT);
     free(q);
     free(k);
     free(v);
@@ -206,6 +218,7 @@ START_TEST(test_holdout_reservoir)
     L.hq = malloc(sizeof(float) * cap * D);
     L.hk = malloc(sizeof(float) * cap * D);
     L.hv = malloc(sizeof(float) * cap * D);
+    L.hpos = malloc(sizeof(int32_t) * cap);
     float *x = malloc(sizeof(float) * n * D);
     for (int t = 0; t < n; ++t)
         for (int c = 0; c < D; ++c)
@@ -220,6 +233,8 @@ START_TEST(test_holdout_reservoir)
     int distinct = 1, late = 0;
     for (int i = 0; i < cap; ++i) {
         ck_assert(L.hq[i * D] == L.hk[i * D] && L.hk[i * D] == L.hv[i * D]); /* rows stay together */
+        ck_assert_int_eq(L.hpos[i],
+                         L.hk[i * D] < 5.0f ? (int)L.hk[i * D] : (int)L.hk[i * D] - 5); /* position in its add */
         for (int j = 0; j < i; ++j)
             distinct &= L.hk[i * D] != L.hk[j * D];
         late += L.hk[i * D] >= 8.0f;
@@ -229,6 +244,7 @@ START_TEST(test_holdout_reservoir)
     free(L.hq);
     free(L.hk);
     free(L.hv);
+    free(L.hpos);
     free(x);
 }
 END_TEST
