@@ -741,6 +741,7 @@ struct BenchRow {
     double us, bytes;
 };
 static std::vector<BenchRow> g_rows;
+static int g_contig = 0, g_nbuf = 0; /* probe knobs: identity page tables, fixed buffer count */
 
 static double median(std::vector<double> v)
 {
@@ -769,10 +770,13 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
     std::vector<int32_t> bop(B + 1), boi((size_t)B * bf_pages_seq), sl(B, L), il(B, I);
     for (int b = 0; b <= B; ++b) { i2p[b] = b * ipages_seq; bfp[b] = b * bpp; bop[b] = (int)(b * bf_pages_seq); }
     for (size_t i = 0; i < i2i.size(); ++i) i2i[i] = (int)i;
-    for (size_t i = i2i.size(); i > 1; --i) std::swap(i2i[i - 1], i2i[rnd() % i]);
+    if (!g_contig)
+        for (size_t i = i2i.size(); i > 1; --i) std::swap(i2i[i - 1], i2i[rnd() % i]);
     for (size_t i = 0; i < bfi.size(); ++i) bfi[i] = (int)i;
     for (size_t i = 0; i < boi.size(); ++i) boi[i] = (int)i;
-    for (size_t i = boi.size(); i > 1; --i) std::swap(boi[i - 1], boi[rnd() % i]);
+    if (!g_contig)
+        for (size_t i = boi.size(); i > 1; --i) std::swap(boi[i - 1], boi[rnd() % i]);
+    if (g_nbuf > 0) nbuf_i = nbuf_b = g_nbuf;
     void *d_i2p = dupload(i2p.data(), 4 * i2p.size()), *d_i2i = dupload(i2i.data(), 4 * i2i.size() + 4);
     void *d_bfp = dupload(bfp.data(), 4 * bfp.size()), *d_bfi = dupload(bfi.data(), 4 * bfi.size());
     void *d_bop = dupload(bop.data(), 4 * bop.size()), *d_boi = dupload(boi.data(), 4 * boi.size());
@@ -1089,6 +1093,23 @@ int main(int argc, char **argv)
     ST = (okvc_state_t *)STATE;
     int rc;
     if (!strcmp(argv[1], "check")) rc = run_checks();
+    else if (!strcmp(argv[1], "probe")) {
+        /* access-pattern experiments on the INT2 path */
+        printf("-- shuffled pages\n");
+        bench_decode(1, 131072, 32, 8, 128, false, 7, 20);
+        bench_decode(32, 32768, 32, 8, 128, false, 7, 20);
+        g_contig = 1;
+        printf("-- contiguous pages\n");
+        bench_decode(1, 131072, 32, 8, 128, false, 7, 20);
+        bench_decode(32, 32768, 32, 8, 128, false, 7, 20);
+        g_nbuf = 1;
+        printf("-- L2-resident (one 19 MB buffer)\n");
+        bench_decode(8, 4096, 32, 8, 128, true, 7, 20);
+        rc = 0;
+    } else if (!strcmp(argv[1], "one")) {
+        bench_decode(1, 131072, 32, 8, 128, true, 1, 1);
+        rc = 0;
+    }
     else rc = run_bench(argc > 2 ? argv[2] : "decode.json", argc > 3 && !strcmp(argv[3], "quick"));
     OPS->destroy(STATE);
     return rc;

@@ -19,7 +19,7 @@ b=/tmp/okvb
   bench/cuda/build.sh $b || { echo BUILD FAILED; exit 1; }
   grep -h "registers\|spill" $b/obj/okv_cuda_decode.ptxas.txt | paste - - | sort | uniq -c | head -20
 } 2>&1 | tee "$log" || exit 1
-{
+[ "$mode" = probe ] || {
   echo "== check"
   $b/bin/okv_cuda_bench check
   echo "check rc=$?"
@@ -30,7 +30,7 @@ if [ "$san" = sanitize ]; then
   timeout 240 compute-sanitizer --tool racecheck --error-exitcode 9 $b/bin/okv_cuda_bench check > "$OUT/racecheck.txt" 2>&1
   echo "racecheck rc=$? $(tail -1 $OUT/racecheck.txt)" | tee -a "$log"
 fi
-{
+[ "$mode" = probe ] || {
   echo "== bench ($mode)"
   q=""; [ "$mode" = quick ] && q=quick
   $b/bin/okv_cuda_bench bench "$OUT/ours.json" $q
@@ -39,3 +39,14 @@ fi
     "bash bench/cuda/run_h200.sh $commit $mode $san"
 } 2>&1 | tee -a "$log"
 rm -f "$OUT/ours.json"
+if [ "$mode" = probe ]; then
+  {
+    echo "== probe"
+    $b/bin/okv_cuda_bench probe
+    echo "== ncu"
+    timeout 200 ncu --clock-control none -k regex:decode_kernel -s 1 -c 2 \
+      --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section Occupancy \
+      --section MemoryWorkloadAnalysis --section LaunchStats $b/bin/okv_cuda_bench one
+  } > "$OUT/probe.txt" 2>&1
+  grep -v "^    ---\|^$" "$OUT/probe.txt" | tail -150
+fi
