@@ -103,7 +103,8 @@ int main(int argc, char **argv)
     }
     char reason[600];
     if (!probe_in_child(g_backend, reason, sizeof reason)) {
-        printf("SKIP: %s unavailable: %s\n", g_backend, reason);
+        const char *why = strncmp(reason, "unavailable: ", 13) == 0 ? reason + 13 : reason;
+        printf("SKIP: %s unavailable: %s\n", g_backend, why);
         return SKIP_CODE;
     }
     g_totals = tmpfile();
