@@ -36,6 +36,7 @@ enum {
 /* Compile-time configuration of a program (values become -D defines). */
 typedef struct ocl_config {
     int d, gs, meta, quant, clip, page, hkv, gqa, s0, w, f, ch;
+    int vec; /* pools 16-byte aligned: vector loads */
 } ocl_config_t;
 
 typedef struct ocl_program {
@@ -80,6 +81,7 @@ okv_status_t ocl_barrier(ocl_state_t *st, okv_err_t *err);
 void ocl_config_generic(ocl_config_t *cfg, int d);
 okv_status_t ocl_config_from_desc(const ocl_state_t *st, const okv_cache_desc_t *desc, ocl_config_t *cfg,
                                   okv_err_t *err);
+okv_status_t ocl_config_for_view(const ocl_state_t *st, const okv_cache_view_t *v, ocl_config_t *cfg, okv_err_t *err);
 
 /* ops (ocl_ops.c) */
 okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err);

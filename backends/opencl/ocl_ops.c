@@ -375,7 +375,7 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
     const okv_cache_view_t *v = &p->cache;
     OKV_TRY(dtype_ok(st, p->kv_dtype, "kv", err));
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, v->desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     int hkv = cfg.hkv, d = cfg.d;
@@ -426,7 +426,7 @@ okv_status_t ocl_demote(void *state, const okv_demote_params_t *p, okv_err_t *er
     const okv_cache_view_t *v = &p->cache;
     if (p->n_rows <= 0) return OKV_SUCCESS;
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, v->desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     int n = p->n_rows;
@@ -450,7 +450,7 @@ okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_e
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     if (p->out_rows <= 0 || v->batch <= 0) return OKV_SUCCESS;
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, v->desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     OKV_TRY(flags_clear(st, err));
@@ -646,7 +646,7 @@ okv_status_t ocl_decode_workspace(void *state, const okv_decode_params_t *p, siz
 {
     ocl_state_t *st = state;
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, p->cache.desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
     *bytes = pl.ws_bytes;
@@ -659,7 +659,7 @@ okv_status_t ocl_decode(void *state, const okv_decode_params_t *p, okv_err_t *er
     OKV_TRY(dtype_ok(st, p->q_dtype, "q", err));
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, p->cache.desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
     attn_run_t r;
@@ -686,7 +686,7 @@ okv_status_t ocl_prefill_workspace(void *state, const okv_prefill_params_t *p, s
 {
     ocl_state_t *st = state;
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, p->cache.desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);
     *bytes = pl.ws_bytes;
@@ -699,7 +699,7 @@ okv_status_t ocl_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *
     OKV_TRY(dtype_ok(st, p->in_dtype, "in", err));
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
-    OKV_TRY(ocl_config_from_desc(st, p->cache.desc, &cfg, err));
+    OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);
     attn_run_t r;

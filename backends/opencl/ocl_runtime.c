@@ -441,16 +441,34 @@ okv_status_t ocl_config_from_desc(const ocl_state_t *st, const okv_cache_desc_t 
         ocl_errf(err, "opencl: head_dim %d exceeds the device's work-group size %zu", cfg->d, st->max_wg);
         return OKV_ERROR_UNSUPPORTED;
     }
-    /* attention chunk: local memory = q (GQA*D) + scores (GQA*CH) floats + CH*(8+4) bytes */
+    /* attention chunk (okv_attn_split's local memory, floats): q GQA*D, sum(q), scores and
+     * tree GQA*CH each, V metadata 2*NG*CH, token offsets CH ulongs; the final
+     * reduction reuses it and needs 4*GQA*D + 8*GQA. */
     int ch = cfg->d;
-    size_t budget = (size_t)st->local_mem > 1024 ? (size_t)st->local_mem - 1024 : 0;
-    while (ch > 16 && (size_t)cfg->gqa * ((size_t)cfg->d + (size_t)ch) * 4u + (size_t)ch * 12u > budget) ch /= 2;
-    if ((size_t)cfg->gqa * ((size_t)cfg->d + (size_t)ch) * 4u + (size_t)ch * 12u > budget) {
-        ocl_errf(err, "opencl: GQA group %d x head_dim %d needs more local memory than the device has (%llu bytes)",
-                 cfg->gqa, cfg->d, (unsigned long long)st->local_mem);
-        return OKV_ERROR_UNSUPPORTED;
+    size_t budget = (size_t)st->local_mem > 512 ? (size_t)st->local_mem - 512 : 0;
+    size_t ng = (size_t)(cfg->d / cfg->gs), g = (size_t)cfg->gqa, d = (size_t)cfg->d;
+    for (;;) {
+        size_t c = (size_t)ch;
+        size_t main_f = g * d + 4 * ((g + 3) / 4) + 2 * g * c + 2 * ng * c;
+        size_t fin_f = 4 * g * d + 8 * g;
+        size_t bytes = 4 * (main_f > fin_f ? main_f : fin_f) + 8 * c;
+        if (bytes <= budget) break;
+        if (ch <= 16 || fin_f * 4 + 8 * 16 > budget) {
+            ocl_errf(err, "opencl: GQA group %d x head_dim %d needs more local memory than the device has (%llu bytes)",
+                     cfg->gqa, cfg->d, (unsigned long long)st->local_mem);
+            return OKV_ERROR_UNSUPPORTED;
+        }
+        ch /= 2;
     }
     cfg->ch = ch;
+    return OKV_SUCCESS;
+}
+
+okv_status_t ocl_config_for_view(const ocl_state_t *st, const okv_cache_view_t *v, ocl_config_t *cfg, okv_err_t *err)
+{
+    okv_status_t s = ocl_config_from_desc(st, v->desc, cfg, err);
+    if (s != OKV_SUCCESS) return s;
+    cfg->vec = v->int2_pool.offset % 16 == 0 && v->bf16_pool.offset % 16 == 0;
     return OKV_SUCCESS;
 }
 
@@ -582,9 +600,9 @@ okv_status_t ocl_get_program(ocl_state_t *st, const ocl_config_t *cfg, ocl_progr
     snprintf(opts, sizeof opts,
              "-cl-std=CL1.2 -DOKV_D=%d -DOKV_GS=%d -DOKV_META=%d -DOKV_QUANT=%d -DOKV_CLIP=%d -DOKV_P=%d "
              "-DOKV_HKV=%d -DOKV_GQA=%d -DOKV_S0=%d -DOKV_W=%d -DOKV_F=%d -DOKV_CH=%d -DOKV_HAS_FP64=%d "
-             "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d",
+             "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d -DOKV_VEC=%d",
              cfg->d, cfg->gs, cfg->meta, cfg->quant, cfg->clip, cfg->page, cfg->hkv, cfg->gqa, cfg->s0, cfg->w,
-             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, st->has_subgroups);
+             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, st->has_subgroups, cfg->vec);
     /* no FMA contraction: dequantisation (lo + code * scale) and the conversions
      * must round exactly like the C reference */
     static const char prelude[] = "#pragma OPENCL FP_CONTRACT OFF\n";

@@ -358,24 +358,50 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
  * Grid (OKV_D * n_splits, HKV, n_rows), work-group (OKV_D). Each work-group writes
  * its unnormalised partial (acc[D], m, l) to ws[row][hq][split_base + split]. Rows:
  * row_mode 0 -> row = sequence (decode); row_mode 1 -> row is a prefill query row of
- * sequence find_seq(q_indptr, row). Chunks of OKV_CH tokens: work item t scores
- * token t for all heads (scores in local memory), online softmax, then work item c
- * accumulates channel c of p V. */
+ * sequence find_seq(q_indptr, row).
+ * Per chunk of OKV_CH tokens: (1) work item t scores token t for all GQA heads (q in
+ * local memory, INT2 rows read as 16-byte words, no per-channel dequantisation when
+ * the row is one group: s = lo * sum(q) + scale * sum(q * code)); (2) tree max and
+ * exp in local memory (online softmax); (3) p V with work item (j, tg) owning the 4
+ * channels of packed byte j (INT2) or 4 adjacent channels (BF16) for the tokens
+ * t = tg mod 4, so every code byte is read once per work-group; (4) the 4 token groups
+ * are summed through local memory at the end. */
+#define OKV_NTG 4
+#define OKV_CW (OKV_D / OKV_NTG) /* work items per token group = byte columns */
+#define OKV_LM_Q 0
+#define OKV_LM_QS (OKV_LM_Q + OKV_GQA * OKV_D)
+#define OKV_LM_SC (OKV_LM_QS + 4 * ((OKV_GQA + 3) / 4))
+#define OKV_LM_RED (OKV_LM_SC + OKV_GQA * OKV_CH)
+#define OKV_LM_VM (OKV_LM_RED + OKV_GQA * OKV_CH)
+#define OKV_LM_MAIN (OKV_LM_VM + 2 * OKV_NG * OKV_CH)
+#define OKV_LM_FIN_ACC 0
+#define OKV_LM_FIN_L (OKV_NTG * OKV_GQA * OKV_D)
+#define OKV_LM_FIN_B (OKV_LM_FIN_L + OKV_NTG * OKV_GQA)
+#define OKV_LM_FIN (OKV_LM_FIN_B + OKV_NTG * OKV_GQA)
+#define OKV_LM_SIZE (OKV_LM_MAIN > OKV_LM_FIN ? OKV_LM_MAIN : OKV_LM_FIN)
+#ifndef OKV_VEC
+#define OKV_VEC 0
+#endif
+
+OKV_FN float4 okv_bf16x4(uint2 w)
+{
+    return (float4)(as_float(w.x << 16), as_float(w.x & 0xffff0000u), as_float(w.y << 16), as_float(w.y & 0xffff0000u));
+}
+
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, int q_dt, int row_mode,
                __global const uchar *qip_b, ulong qip_o, __global const uchar *kn_b, ulong kn_o,
                __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier, int chunk,
                int split_base, int ns_total, __global uchar *ws_b, ulong ws_o)
 {
-    __local float qs[OKV_GQA * OKV_D];
-    __local float sc[OKV_GQA * OKV_CH];
+    __local float lm[OKV_LM_SIZE];
     __local ulong toff[OKV_CH];
-    __local int tslot[OKV_CH];
 
     const int lid = (int)get_local_id(0);
     const int split = (int)get_group_id(0);
     const int head = (int)get_global_id(1);
     const int row = (int)get_global_id(2);
+    const int jb = lid % OKV_CW, tg = lid / OKV_CW;
 
     int b = row, jrow = 0;
     if (row_mode == 1) {
@@ -394,116 +420,242 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
     int end = start + chunk;
     if (end > count) end = count;
 
+    /* q -> local; INT2 tier: permuted so that the 4 channels of packed byte j sit at 4j..4j+3 */
     for (int i = 0; i < OKV_GQA; ++i) {
         ulong qe = ((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * OKV_D + (ulong)lid;
-        qs[i * OKV_D + lid] = okv_ld(q_b + q_o, qe, q_dt);
+        float qv = okv_ld(q_b + q_o, qe, q_dt);
+        int dst = tier == 1 ? (lid % OKV_Q4) * 4 + lid / OKV_Q4 : lid;
+        lm[OKV_LM_Q + i * OKV_D + dst] = qv;
     }
-    float m[OKV_GQA], l[OKV_GQA], acc[OKV_GQA];
+    barrier(CLK_LOCAL_MEM_FENCE);
+#if OKV_NG == 1
+    if (tier == 1 && lid < OKV_GQA) {
+        float qs = 0.0f;
+        for (int c = 0; c < OKV_D; ++c) qs += lm[OKV_LM_Q + lid * OKV_D + c];
+        lm[OKV_LM_QS + lid] = qs;
+    }
+#endif
+    float m[OKV_GQA], l[OKV_GQA], bl[OKV_GQA], acc[OKV_GQA][4];
     for (int i = 0; i < OKV_GQA; ++i) {
         m[i] = -INFINITY;
         l[i] = 0.0f;
-        acc[i] = 0.0f;
+        bl[i] = 0.0f;
+        for (int k = 0; k < 4; ++k) acc[i][k] = 0.0f;
     }
     __global const uchar *i2pool = i2pool_b + i2pool_o;
     __global const ushort *bfpool = (__global const ushort *)(bfpool_b + bfpool_o);
+    __local const float *qloc = lm + OKV_LM_Q;
     barrier(CLK_LOCAL_MEM_FENCE);
 
     for (int c0 = start; c0 < end; c0 += OKV_CH) {
-        int n_in = end - c0 < OKV_CH ? end - c0 : OKV_CH;
-        /* ---- scores: work item lid -> token c0 + lid ---- */
+        const int n_in = end - c0 < OKV_CH ? end - c0 : OKV_CH;
+        /* ---- (1) scores: work item lid -> token c0 + lid ---- */
         if (lid < OKV_CH) {
             float s[OKV_GQA];
             for (int i = 0; i < OKV_GQA; ++i) s[i] = 0.0f;
             if (lid < n_in) {
-                int idx = c0 + lid;
+                const int idx = c0 + lid;
                 if (tier == 1) {
                     ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, idx);
                     int slot = idx % OKV_P;
-                    toff[lid] = pb;
-                    tslot[lid] = slot;
-                    __global const uchar *codes =
-                        i2pool + pb + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, 0, head, slot);
-                    __global const uchar *meta =
-                        i2pool + pb + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, 0, head, slot);
+                    ulong kco = pb + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, 0, head, slot);
+                    ulong kmo = pb + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, 0, head, slot);
+                    toff[lid] = kco + OKV_I2_VCODES; /* V codes of this token */
+                    __global const uchar *kmeta = i2pool + kmo;
+                    __global const uchar *vmeta = i2pool + kmo + OKV_I2_VMETA;
                     float msc[OKV_NG], mlo[OKV_NG];
                     for (int g = 0; g < OKV_NG; ++g) {
-                        msc[g] = okv_ld_meta(meta, 2 * g);
-                        mlo[g] = okv_ld_meta(meta, 2 * g + 1);
+                        msc[g] = okv_ld_meta(kmeta, 2 * g);
+                        mlo[g] = okv_ld_meta(kmeta, 2 * g + 1);
+                        lm[OKV_LM_VM + (lid * OKV_NG + g) * 2] = okv_ld_meta(vmeta, 2 * g);
+                        lm[OKV_LM_VM + (lid * OKV_NG + g) * 2 + 1] = okv_ld_meta(vmeta, 2 * g + 1);
                     }
-                    for (int jb = 0; jb < OKV_Q4; ++jb) {
-                        uint byte = codes[jb];
-                        for (int qq = 0; qq < 4; ++qq) {
-                            int c = qq * OKV_Q4 + jb;
-                            float kval = okv_dequant((int)((byte >> (2 * qq)) & 3u), msc[c / OKV_GS], mlo[c / OKV_GS]);
-                            for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qs[i * OKV_D + c], kval, s[i]);
+                    __global const uchar *kc = i2pool + kco;
+                    for (int w = 0; w < OKV_Q4 / 16; ++w) {
+#if OKV_VEC
+                        uint4 u = ((__global const uint4 *)kc)[w];
+#else
+                        uint4 u = as_uint4(vload16(w, kc));
+#endif
+                        uint words[4] = {u.x, u.y, u.z, u.w};
+                        for (int wi = 0; wi < 4; ++wi) {
+                            uint word = words[wi];
+                            for (int bi = 0; bi < 4; ++bi) {
+                                const int j = w * 16 + wi * 4 + bi;
+                                uint byte = (word >> (8 * bi)) & 0xffu;
+#if OKV_NG == 1
+                                float4 cv = (float4)((float)(byte & 3u), (float)((byte >> 2) & 3u),
+                                                     (float)((byte >> 4) & 3u), (float)(byte >> 6));
+#else
+                                float4 cv = (float4)(
+                                    okv_dequant((int)(byte & 3u), msc[j / OKV_GS], mlo[j / OKV_GS]),
+                                    okv_dequant((int)((byte >> 2) & 3u), msc[(j + OKV_Q4) / OKV_GS], mlo[(j + OKV_Q4) / OKV_GS]),
+                                    okv_dequant((int)((byte >> 4) & 3u), msc[(j + 2 * OKV_Q4) / OKV_GS],
+                                                mlo[(j + 2 * OKV_Q4) / OKV_GS]),
+                                    okv_dequant((int)(byte >> 6), msc[(j + 3 * OKV_Q4) / OKV_GS],
+                                                mlo[(j + 3 * OKV_Q4) / OKV_GS]));
+#endif
+                                for (int i = 0; i < OKV_GQA; ++i) {
+                                    float4 qv = vload4(j, qloc + i * OKV_D);
+                                    s[i] = fma(qv.x, cv.x, s[i]);
+                                    s[i] = fma(qv.y, cv.y, s[i]);
+                                    s[i] = fma(qv.z, cv.z, s[i]);
+                                    s[i] = fma(qv.w, cv.w, s[i]);
+                                }
+                            }
                         }
                     }
+#if OKV_NG == 1
+                    for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(mlo[0], lm[OKV_LM_QS + i], msc[0] * s[i]);
+#endif
                 } else if (tier == 0) {
                     int pos = idx < nsink ? idx : OKV_S0 + n2 + (idx - nsink);
                     ulong re = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head);
-                    toff[lid] = re;
-                    for (int c = 0; c < OKV_D; ++c) {
-                        float kval = okv_bf16_to_f32(bfpool[re + c]);
-                        for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qs[i * OKV_D + c], kval, s[i]);
+                    toff[lid] = re + OKV_BF_VROW;
+                    __global const ushort *kr = bfpool + re;
+                    for (int w = 0; w < OKV_D / 8; ++w) {
+#if OKV_VEC
+                        uint4 u = ((__global const uint4 *)kr)[w];
+#else
+                        uint4 u = as_uint4(vload8(w, kr));
+#endif
+                        float4 k0 = okv_bf16x4(u.xy), k1 = okv_bf16x4(u.zw);
+                        for (int i = 0; i < OKV_GQA; ++i) {
+                            float4 qa = vload4(2 * w, qloc + i * OKV_D), qb = vload4(2 * w + 1, qloc + i * OKV_D);
+                            s[i] = fma(qa.x, k0.x, s[i]);
+                            s[i] = fma(qa.y, k0.y, s[i]);
+                            s[i] = fma(qa.z, k0.z, s[i]);
+                            s[i] = fma(qa.w, k0.w, s[i]);
+                            s[i] = fma(qb.x, k1.x, s[i]);
+                            s[i] = fma(qb.y, k1.y, s[i]);
+                            s[i] = fma(qb.z, k1.z, s[i]);
+                            s[i] = fma(qb.w, k1.w, s[i]);
+                        }
                     }
                 } else {
                     __global const int *qip = OKV_I32(qip_b, qip_o);
                     ulong re = ((ulong)(qip[b] + idx) * OKV_HKV + (ulong)head) * OKV_D;
                     toff[lid] = re;
                     for (int c = 0; c < OKV_D; ++c) {
-                        float kval = okv_ld(kn_b + kn_o, re + c, new_dt);
-                        for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qs[i * OKV_D + c], kval, s[i]);
+                        float kval = okv_ld(kn_b + kn_o, re + (ulong)c, new_dt);
+                        for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qloc[i * OKV_D + c], kval, s[i]);
                     }
                 }
-                for (int i = 0; i < OKV_GQA; ++i) sc[i * OKV_CH + lid] = s[i] * sm_scale;
+                for (int i = 0; i < OKV_GQA; ++i) {
+                    float v = s[i] * sm_scale;
+                    lm[OKV_LM_SC + lid * OKV_GQA + i] = v;
+                    lm[OKV_LM_RED + i * OKV_CH + lid] = v;
+                }
             } else {
-                for (int i = 0; i < OKV_GQA; ++i) sc[i * OKV_CH + lid] = -INFINITY;
+                for (int i = 0; i < OKV_GQA; ++i) {
+                    lm[OKV_LM_SC + lid * OKV_GQA + i] = -INFINITY;
+                    lm[OKV_LM_RED + i * OKV_CH + lid] = -INFINITY;
+                }
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        /* ---- online softmax: every work item derives the same chunk maxima ---- */
+        /* ---- (2) chunk maxima (tree), online-softmax rescale, p = exp(s - m) ---- */
+        for (int stride = OKV_CH / 2; stride > 0; stride >>= 1) {
+            if (lid < stride)
+                for (int i = 0; i < OKV_GQA; ++i)
+                    lm[OKV_LM_RED + i * OKV_CH + lid] =
+                        fmax(lm[OKV_LM_RED + i * OKV_CH + lid], lm[OKV_LM_RED + i * OKV_CH + lid + stride]);
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
         float alpha[OKV_GQA];
         for (int i = 0; i < OKV_GQA; ++i) {
-            float cm = -INFINITY;
-            for (int tt = 0; tt < n_in; ++tt) cm = fmax(cm, sc[i * OKV_CH + tt]);
-            float mn = fmax(m[i], cm);
+            float mn = fmax(m[i], lm[OKV_LM_RED + i * OKV_CH]);
             alpha[i] = mn == -INFINITY ? 1.0f : exp(m[i] - mn);
             m[i] = mn;
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
         if (lid < n_in)
             for (int i = 0; i < OKV_GQA; ++i) {
-                float sv = sc[i * OKV_CH + lid];
-                sc[i * OKV_CH + lid] = m[i] == -INFINITY ? 0.0f : exp(sv - m[i]);
+                float sv = lm[OKV_LM_SC + lid * OKV_GQA + i];
+                lm[OKV_LM_SC + lid * OKV_GQA + i] = m[i] == -INFINITY ? 0.0f : exp(sv - m[i]);
             }
         barrier(CLK_LOCAL_MEM_FENCE);
-        /* ---- p V: work item lid -> channel lid ---- */
+        /* ---- (3) p V: work item (jb, tg) -> 4 channels, tokens tg, tg + 4, ... ---- */
         for (int i = 0; i < OKV_GQA; ++i) {
-            acc[i] *= alpha[i];
             l[i] *= alpha[i];
+            bl[i] *= alpha[i];
+            for (int k = 0; k < 4; ++k) acc[i][k] *= alpha[i];
         }
-        for (int tt = 0; tt < n_in; ++tt) {
-            float vval;
-            if (tier == 1) vval = okv_i2_value(i2pool, toff[tt], 1, head, tslot[tt], lid);
-            else if (tier == 0) vval = okv_bf16_to_f32(bfpool[toff[tt] + OKV_BF_VROW + (ulong)lid]);
-            else vval = okv_ld(vn_b + vn_o, toff[tt] + (ulong)lid, new_dt);
+        for (int tt = tg; tt < n_in; tt += OKV_NTG) {
+            float p[OKV_GQA];
             for (int i = 0; i < OKV_GQA; ++i) {
-                float p = sc[i * OKV_CH + tt];
-                l[i] += p;
-                acc[i] = fma(p, vval, acc[i]);
+                p[i] = lm[OKV_LM_SC + tt * OKV_GQA + i];
+                l[i] += p[i];
+            }
+            float4 vv;
+            if (tier == 1) {
+                uint byte = i2pool[toff[tt] + (ulong)jb];
+#if OKV_NG == 1
+                float vs = lm[OKV_LM_VM + tt * 2], vl = lm[OKV_LM_VM + tt * 2 + 1];
+                vv = (float4)((float)(byte & 3u), (float)((byte >> 2) & 3u), (float)((byte >> 4) & 3u),
+                              (float)(byte >> 6));
+                for (int i = 0; i < OKV_GQA; ++i) {
+                    bl[i] = fma(p[i], vl, bl[i]);
+                    p[i] *= vs;
+                }
+#else
+                __local const float *vm = lm + OKV_LM_VM + tt * OKV_NG * 2;
+                vv = (float4)(okv_dequant((int)(byte & 3u), vm[2 * (jb / OKV_GS)], vm[2 * (jb / OKV_GS) + 1]),
+                              okv_dequant((int)((byte >> 2) & 3u), vm[2 * ((jb + OKV_Q4) / OKV_GS)],
+                                          vm[2 * ((jb + OKV_Q4) / OKV_GS) + 1]),
+                              okv_dequant((int)((byte >> 4) & 3u), vm[2 * ((jb + 2 * OKV_Q4) / OKV_GS)],
+                                          vm[2 * ((jb + 2 * OKV_Q4) / OKV_GS) + 1]),
+                              okv_dequant((int)(byte >> 6), vm[2 * ((jb + 3 * OKV_Q4) / OKV_GS)],
+                                          vm[2 * ((jb + 3 * OKV_Q4) / OKV_GS) + 1]));
+#endif
+            } else if (tier == 0) {
+#if OKV_VEC
+                uint2 w2 = ((__global const uint2 *)(bfpool + toff[tt]))[jb];
+#else
+                uint2 w2 = as_uint2(vload4(jb, bfpool + toff[tt]));
+#endif
+                vv = okv_bf16x4(w2);
+            } else {
+                __global const uchar *vr = vn_b + vn_o;
+                ulong e = toff[tt] + (ulong)(4 * jb);
+                vv = (float4)(okv_ld(vr, e, new_dt), okv_ld(vr, e + 1, new_dt), okv_ld(vr, e + 2, new_dt),
+                              okv_ld(vr, e + 3, new_dt));
+            }
+            for (int i = 0; i < OKV_GQA; ++i) {
+                acc[i][0] = fma(p[i], vv.x, acc[i][0]);
+                acc[i][1] = fma(p[i], vv.y, acc[i][1]);
+                acc[i][2] = fma(p[i], vv.z, acc[i][2]);
+                acc[i][3] = fma(p[i], vv.w, acc[i][3]);
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
+    /* ---- (4) sum the 4 token groups, write the partial ---- */
+    for (int i = 0; i < OKV_GQA; ++i)
+        for (int k = 0; k < 4; ++k) {
+            int c = tier == 1 ? k * OKV_Q4 + jb : 4 * jb + k;
+            lm[OKV_LM_FIN_ACC + (tg * OKV_GQA + i) * OKV_D + c] = acc[i][k];
+        }
+    if (jb == 0)
+        for (int i = 0; i < OKV_GQA; ++i) {
+            lm[OKV_LM_FIN_L + tg * OKV_GQA + i] = l[i];
+            lm[OKV_LM_FIN_B + tg * OKV_GQA + i] = bl[i];
+        }
+    barrier(CLK_LOCAL_MEM_FENCE);
     __global float *ws = (__global float *)(ws_b + ws_o);
     for (int i = 0; i < OKV_GQA; ++i) {
+        float a = 0.0f, lt = 0.0f, bt = 0.0f;
+        for (int g = 0; g < OKV_NTG; ++g) {
+            a += lm[OKV_LM_FIN_ACC + (g * OKV_GQA + i) * OKV_D + lid];
+            lt += lm[OKV_LM_FIN_L + g * OKV_GQA + i];
+            bt += lm[OKV_LM_FIN_B + g * OKV_GQA + i];
+        }
         ulong base = (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
                      (ulong)(OKV_D + 2);
-        ws[base + lid] = acc[i];
+        ws[base + lid] = a + bt;
         if (lid == 0) {
             ws[base + OKV_D] = m[i];
-            ws[base + OKV_D + 1] = l[i];
+            ws[base + OKV_D + 1] = lt;
         }
     }
 }
