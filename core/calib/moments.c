@@ -19,15 +19,39 @@ static void daxpy(double *restrict y, double a, const double *restrict x, int n)
         y[j] += a * x[j];
 }
 
+/* y += a0 x0 + a1 x1 + a2 x2 + a3 x3: four rank-1 updates per pass over y (4x less
+ * traffic on the accumulator than four daxpy calls). */
+static void daxpy4(double *restrict y, const double *a, const double *restrict x0, const double *restrict x1,
+                   const double *restrict x2, const double *restrict x3, int n)
+{
+    double a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int u = 0; u < 8; ++u)
+            y[j + u] += a0 * x0[j + u] + a1 * x1[j + u] + a2 * x2[j + u] + a3 * x3[j + u];
+    for (; j < n; ++j)
+        y[j] += a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j];
+}
+
 void okv_sym_accumulate(int d, double *acc, const float *x, int64_t n, int64_t ld)
 {
-    double xd[OKV_FMT_MAX_HEAD_DIM];
-    for (int64_t r = 0; r < n; ++r) {
+    double xd[4][OKV_FMT_MAX_HEAD_DIM];
+    int64_t r = 0;
+    for (; r + 4 <= n; r += 4) {
+        for (int i = 0; i < 4; ++i)
+            for (int a = 0; a < d; ++a)
+                xd[i][a] = x[(r + i) * ld + a];
+        for (int a = 0; a < d; ++a) {
+            double coef[4] = {xd[0][a], xd[1][a], xd[2][a], xd[3][a]};
+            daxpy4(acc + (size_t)a * d + a, coef, xd[0] + a, xd[1] + a, xd[2] + a, xd[3] + a, d - a);
+        }
+    }
+    for (; r < n; ++r) {
         const float *row = x + r * ld;
         for (int a = 0; a < d; ++a)
-            xd[a] = row[a];
+            xd[0][a] = row[a];
         for (int a = 0; a < d; ++a)
-            daxpy(acc + (size_t)a * d + a, xd[a], xd + a, d - a);
+            daxpy(acc + (size_t)a * d + a, xd[0][a], xd[0] + a, d - a);
     }
 }
 
