@@ -45,11 +45,13 @@ constexpr int TT = 64;         /* INT2 tokens per stage */
 constexpr int TTB = 16;        /* BF16 tokens per stage */
 constexpr int NST_DEF = 3;     /* INT2 stages per warp */
 constexpr int NSTB_ONLY = 3;   /* BF16 stages per warp in the BF16-cache kernel */
-constexpr int BF16_WEIGHT = 9; /* work units of one BF16 token (512 B vs 72 B, and less pipelined) */
+constexpr int BF16_WEIGHT = 12; /* work units of one BF16 token (512 B vs 72 B, and less pipelined) */
 constexpr float NEG_INF = -__builtin_huge_valf();
 
 template <int D> struct Geo {
-    static constexpr int RS = D / 4 + 16;  /* INT2 code row stride (bytes) */
+    static constexpr int RS = D / 4;       /* INT2 code row stride (bytes), 16-byte chunks XOR-swizzled */
+    static constexpr int CPR = D / 64;     /* 16-byte chunks per INT2 code row */
+    static constexpr int RPB = 512 / D;    /* code rows per 128-byte bank cycle */
     static constexpr int RSB = 2 * D + 16; /* BF16 row stride (bytes) */
     static constexpr int SB = 2 * TTB * RSB;
 };
@@ -60,6 +62,12 @@ template <int D, int NG, int META, int NST> struct GeoI {
     static constexpr int WARP_MIXED = (NST * SI > Geo<D>::SB ? NST * SI : Geo<D>::SB);
     static constexpr int NSTB_MIXED = WARP_MIXED / Geo<D>::SB;
 };
+/* byte offset of (row, byte) in a swizzled INT2 code tile: chunk ^= (row / RPB) % CPR */
+template <int D> __device__ __forceinline__ int swz(int row, int byte)
+{
+    return row * Geo<D>::RS + ((((byte >> 4) ^ (row / Geo<D>::RPB)) & (Geo<D>::CPR - 1)) << 4) + (byte & 15) +
+           ((byte >> 4) & ~(Geo<D>::CPR - 1)) * 16;
+}
 template <int D> constexpr int epi_bytes() { return 8 * (D + 2) * 4; }
 
 __device__ __forceinline__ unsigned smem_u32(const void *p)
@@ -120,6 +128,19 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
     uint32_t r;
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
     return r;
+}
+/* (x & mask) | magic in one LOP3 (nvcc splits it in two when both are immediates). */
+template <uint32_t MASK> __device__ __forceinline__ uint32_t andor(uint32_t x, uint32_t magic)
+{
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "n"(MASK), "r"(magic));
+    return r;
+}
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
 }
 /* fp16 pair 1024 + 4^k * code for the codes at bits 2k and 16 + 2k. */
 template <int K> __device__ __forceinline__ uint32_t codes_h2(uint32_t x)
@@ -204,10 +225,17 @@ __device__ __forceinline__ void load_bf16_stage(unsigned char *st, const okvc_ca
     }
 }
 
+/* Per-CTA constants of the INT2 loader. */
+struct I2L {
+    const unsigned char *kc, *km; /* pool + this head's code / meta offset inside a page */
+    const int *idx;               /* this sequence's page list */
+    unsigned long long pb, vofs, mvofs;
+    int page, psh;
+};
+
 /* INT2 stage: tier rows i0 .. i0+TT-1 (< i1); lane l resolves rows l and l+32. */
 template <int D, int NG, int META>
-__device__ __forceinline__ void load_int2_stage(unsigned char *st, const okvc_cache_t &c, const Ctx &x, int i0,
-                                                int i1, int lane, int psh)
+__device__ __forceinline__ void load_int2_stage(unsigned char *st, const I2L &L, int i0, int i1, int lane)
 {
     constexpr int CPR = D / 64;
     constexpr int RS = Geo<D>::RS;
@@ -215,29 +243,24 @@ __device__ __forceinline__ void load_int2_stage(unsigned char *st, const okvc_ca
     constexpr int UNIT = MB >= 16 ? 16 : MB;
     constexpr int UPR = MB / UNIT;
     constexpr int NQ = TT / 32;
-    const int ibase = c.int2_indptr[x.b];
     int pg[NQ], sl[NQ];
 #pragma unroll
     for (int q = 0; q < NQ; ++q) {
         const int i = i0 + lane + 32 * q;
-        pg[q] = i < i1 ? c.int2_indices[ibase + page_of(i, c.page, psh)] : -1;
-        sl[q] = slot_of(i, c.page, psh);
+        pg[q] = i < i1 ? __ldg(L.idx + page_of(i, L.page, L.psh)) : -1;
+        sl[q] = slot_of(i, L.page, L.psh);
     }
-    const unsigned long long pb = c.int2_page_bytes;
-    const unsigned long long hoff = (unsigned long long)x.h * c.page * (D / 4);
-    const unsigned long long vofs = (unsigned long long)c.hkv * c.page * (D / 4);
-    const unsigned long long moff = 2ull * c.hkv * c.page * (D / 4) + (unsigned long long)x.h * c.page * MB;
-    const unsigned long long mvofs = (unsigned long long)c.hkv * c.page * MB;
 #pragma unroll
     for (int it = 0; it < TT * CPR / 32; ++it) {
         const int ci = lane + 32 * it, r = ci / CPR, part = ci % CPR;
         const int qq = it / CPR;
         const int p = __shfl_sync(0xffffffffu, pg[qq], r - 32 * qq), s = __shfl_sync(0xffffffffu, sl[qq], r - 32 * qq);
-        const unsigned char *src = c.int2_pool;
-        if (p >= 0) src = c.int2_pool + (unsigned long long)p * pb + hoff + (unsigned)s * (D / 4) + part * 16;
+        const unsigned char *src = p >= 0 ? L.kc + (unsigned long long)(unsigned)p * L.pb + (unsigned)s * (D / 4) + part * 16
+                                          : L.kc;
         const int n = p >= 0 ? 16 : 0;
-        cp_async16(st + r * RS + part * 16, src, n);
-        cp_async16(st + TT * RS + r * RS + part * 16, p >= 0 ? src + vofs : src, n);
+        const int dofs = swz<D>(r, part * 16);
+        cp_async16(st + dofs, src, n);
+        cp_async16(st + TT * RS + dofs, src + (p >= 0 ? L.vofs : 0), n);
     }
     unsigned char *km = st + 2 * TT * RS;
     unsigned char *vm = km + TT * MB;
@@ -246,9 +269,9 @@ __device__ __forceinline__ void load_int2_stage(unsigned char *st, const okvc_ca
         const int ci = lane + 32 * it, r = ci / UPR, part = ci % UPR;
         const int qq = it / UPR;
         const int p = __shfl_sync(0xffffffffu, pg[qq], r - 32 * qq), s = __shfl_sync(0xffffffffu, sl[qq], r - 32 * qq);
-        const unsigned char *src = c.int2_pool;
-        if (p >= 0) src = c.int2_pool + (unsigned long long)p * pb + moff + (unsigned)s * MB + part * UNIT;
-        const unsigned char *sv = p >= 0 ? src + mvofs : src;
+        const unsigned char *src = p >= 0 ? L.km + (unsigned long long)(unsigned)p * L.pb + (unsigned)s * MB + part * UNIT
+                                          : L.km;
+        const unsigned char *sv = src + (p >= 0 ? L.mvofs : 0);
         const int n = p >= 0 ? UNIT : 0;
         unsigned char *dk = km + r * MB + part * UNIT, *dv = vm + r * MB + part * UNIT;
         if (UNIT == 16) { cp_async16(dk, src, n); cp_async16(dv, sv, n); }
@@ -284,11 +307,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][2], float m[2], floa
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
         float mn = fmaxf(m[e], mx);
         bool empty = mn == NEG_INF;
-        corr[e] = empty ? 1.0f : exp2f(m[e] - mn);
+        corr[e] = empty ? 1.0f : ex2(m[e] - mn);
         float sum = 0.0f;
 #pragma unroll
         for (int r = 0; r < NT; ++r) {
-            float p = empty ? 0.0f : exp2f(s[r][e] - mn);
+            float p = empty ? 0.0f : ex2(s[r][e] - mn);
             s[r][e] = p;
             sum += p;
         }
@@ -312,7 +335,7 @@ template <int D, int NG> __device__ __forceinline__ int int2_vgroup(int mt)
 
 /* MODE 0: mixed cache (NS INT2 stages per warp), 1: BF16 cache (NS BF16 stages per warp) */
 template <int D, int NG, int META, int MODE, int NS>
-__global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, float sm2)
+__global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 4 : 1) decode_kernel(okvc_decode_args_t a, float sm2)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int MT = D / 16;
@@ -518,17 +541,25 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
             constexpr int SI = GeoI<D, NG, META, NST>::SI;
             constexpr int RS = Geo<D>::RS;
             auto stage_ptr = [&](int s) { return wsm + (s % NST) * SI; };
+            I2L ld;
+            ld.page = c.page;
+            ld.psh = psh;
+            ld.pb = c.int2_page_bytes;
+            ld.vofs = (unsigned long long)c.hkv * c.page * (D / 4);
+            ld.mvofs = (unsigned long long)c.hkv * c.page * MB;
+            ld.kc = c.int2_pool + (unsigned long long)x.h * c.page * (D / 4);
+            ld.km = c.int2_pool + 2ull * c.hkv * c.page * (D / 4) + (unsigned long long)x.h * c.page * MB;
+            ld.idx = c.int2_indices + c.int2_indptr[x.b];
+            const uint32_t MAGIC = 0x64006400u;
 #pragma unroll 1
             for (int s = 0; s < NST - 1; ++s) {
-                if (s < my_i)
-                    load_int2_stage<D, NG, META>(stage_ptr(s), c, x, i0 + (warp + s * NW) * TT, i1, lane, psh);
+                if (s < my_i) load_int2_stage<D, NG, META>(stage_ptr(s), ld, i0 + (warp + s * NW) * TT, i1, lane);
                 cp_commit();
             }
 #pragma unroll 1
             for (int s = 0; s < my_i; ++s) {
                 const int sn = s + NST - 1;
-                if (sn < my_i)
-                    load_int2_stage<D, NG, META>(stage_ptr(sn), c, x, i0 + (warp + sn * NW) * TT, i1, lane, psh);
+                if (sn < my_i) load_int2_stage<D, NG, META>(stage_ptr(sn), ld, i0 + (warp + sn * NW) * TT, i1, lane);
                 cp_commit();
                 cp_wait<NST - 1>();
                 __syncwarp();
@@ -544,17 +575,19 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
                     for (int j = 0; j < NG; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 #pragma unroll
                     for (int wi = 0; wi < D / 64; ++wi) {
-                        const uint32_t x0 = *(const uint32_t *)(ks + r0 * RS + 16 * wi + 4 * t);
-                        const uint32_t x1 = *(const uint32_t *)(ks + r1 * RS + 16 * wi + 4 * t);
+                        const uint32_t x0 = *(const uint32_t *)(ks + swz<D>(r0, 16 * wi + 4 * t));
+                        const uint32_t x1 = *(const uint32_t *)(ks + swz<D>(r1, 16 * wi + 4 * t));
                         const uint32_t x0h = x0 >> 8, x1h = x1 >> 8;
-#pragma unroll
-                        for (int K = 0; K < 4; ++K) {
-                            const int kt = wi * 4 + K;
-                            const int j = (16 * wi + K * (D / 4)) / G;
-                            const uint32_t msk = 0x00030003u << (2 * K);
-                            mma_f16(acc[j], (x0 & msk) | 0x64006400u, (x1 & msk) | 0x64006400u,
-                                    (x0h & msk) | 0x64006400u, (x1h & msk) | 0x64006400u, qh[kt][0], qh[kt][1]);
-                        }
+#define OKV_QK(K)                                                                                                      \
+    {                                                                                                                  \
+        const int kt = wi * 4 + K;                                                                                     \
+        const int j = (16 * wi + K * (D / 4)) / G;                                                                     \
+        constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
+        mma_f16(acc[j], andor<msk>(x0, MAGIC), andor<msk>(x1, MAGIC), andor<msk>(x0h, MAGIC), andor<msk>(x1h, MAGIC), \
+                qh[kt][0], qh[kt][1]);                                                                                 \
+    }
+                        OKV_QK(0) OKV_QK(1) OKV_QK(2) OKV_QK(3)
+#undef OKV_QK
                     }
                     const bool ok0 = ib + r0 < i1, ok1 = ib + r1 < i1;
                     float s00 = 0.f, s01 = 0.f, s10 = 0.f, s11 = 0.f;
@@ -599,32 +632,34 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
                         bj[j][0] = movtrans(pack_h2(p00 * v0.x, p01 * v0.x));
                         bj[j][1] = movtrans(pack_h2(p10 * v1.x, p11 * v1.x));
                         /* 1024 * sum_t p'_t with the operand actually used: the bias to remove */
-                        mma_f16(ob[j], 0x64006400u, 0x64006400u, 0x64006400u, 0x64006400u, bj[j][0], bj[j][1]);
+                        mma_f16(ob[j], MAGIC, MAGIC, MAGIC, MAGIC, bj[j][0], bj[j][1]);
                     }
                     /* V words of tokens 2t, 2t+1, 2t+8, 2t+9 of this m-tile */
-                    const unsigned char *v0 = vs + (mt2 * 16 + 2 * t) * RS;
+                    const int vr = mt2 * 16 + 2 * t;
                     if (D == 64) {
-                        const uint32_t ua = *(const unsigned short *)(v0 + 2 * g);
-                        const uint32_t ub = *(const unsigned short *)(v0 + RS + 2 * g);
-                        const uint32_t uc = *(const unsigned short *)(v0 + 8 * RS + 2 * g);
-                        const uint32_t ud = *(const unsigned short *)(v0 + 9 * RS + 2 * g);
+                        const uint32_t ua = *(const unsigned short *)(vs + swz<D>(vr, 2 * g));
+                        const uint32_t ub = *(const unsigned short *)(vs + swz<D>(vr + 1, 2 * g));
+                        const uint32_t uc = *(const unsigned short *)(vs + swz<D>(vr + 8, 2 * g));
+                        const uint32_t ud = *(const unsigned short *)(vs + swz<D>(vr + 9, 2 * g));
                         const uint32_t xa = ua | (ub << 16), xb = uc | (ud << 16);
                         const uint32_t xah = xa >> 8, xbh = xb >> 8;
-#pragma unroll
-                        for (int K = 0; K < 4; ++K) {
-                            const uint32_t msk = 0x00030003u << (2 * K);
-                            const int j = int2_vgroup<D, NG>(K);
-                            mma_f16(o[K], (xa & msk) | 0x64006400u, (xah & msk) | 0x64006400u,
-                                    (xb & msk) | 0x64006400u, (xbh & msk) | 0x64006400u, bj[j][0], bj[j][1]);
-                        }
+#define OKV_PV64(K)                                                                                                    \
+    {                                                                                                                  \
+        constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
+        const int j = int2_vgroup<D, NG>(K);                                                                           \
+        mma_f16(o[K], andor<msk>(xa, MAGIC), andor<msk>(xah, MAGIC), andor<msk>(xb, MAGIC), andor<msk>(xbh, MAGIC),    \
+                bj[j][0], bj[j][1]);                                                                                   \
+    }
+                        OKV_PV64(0) OKV_PV64(1) OKV_PV64(2) OKV_PV64(3)
+#undef OKV_PV64
                     } else {
 #pragma unroll
                         for (int mw = 0; mw < D / 128; ++mw) {
                             const int off = 4 * g + 32 * mw;
-                            const uint32_t wa = *(const uint32_t *)(v0 + off);
-                            const uint32_t wb2 = *(const uint32_t *)(v0 + RS + off);
-                            const uint32_t wc = *(const uint32_t *)(v0 + 8 * RS + off);
-                            const uint32_t wd = *(const uint32_t *)(v0 + 9 * RS + off);
+                            const uint32_t wa = *(const uint32_t *)(vs + swz<D>(vr, off));
+                            const uint32_t wb2 = *(const uint32_t *)(vs + swz<D>(vr + 1, off));
+                            const uint32_t wc = *(const uint32_t *)(vs + swz<D>(vr + 8, off));
+                            const uint32_t wd = *(const uint32_t *)(vs + swz<D>(vr + 9, off));
                             uint32_t xa[4], xb[4];
                             xa[0] = prmt(wa, wb2, 0x5410);
                             xa[2] = prmt(wa, wb2, 0x7632);
@@ -632,18 +667,19 @@ __global__ void __launch_bounds__(NW * 32) decode_kernel(okvc_decode_args_t a, f
                             xb[2] = prmt(wc, wd, 0x7632);
                             xa[1] = xa[0] >> 8; xa[3] = xa[2] >> 8;
                             xb[1] = xb[0] >> 8; xb[3] = xb[2] >> 8;
-#pragma unroll
-                            for (int K = 0; K < 4; ++K) {
-                                const uint32_t msk = 0x00030003u << (2 * K);
-#pragma unroll
-                                for (int jp = 0; jp < 2; ++jp) {
-                                    const int mt = (mw * 4 + K) * 2 + jp;
-                                    const int j = int2_vgroup<D, NG>(mt);
-                                    mma_f16(o[mt], (xa[2 * jp] & msk) | 0x64006400u,
-                                            (xa[2 * jp + 1] & msk) | 0x64006400u, (xb[2 * jp] & msk) | 0x64006400u,
-                                            (xb[2 * jp + 1] & msk) | 0x64006400u, bj[j][0], bj[j][1]);
-                                }
-                            }
+#define OKV_PV(K)                                                                                                      \
+    {                                                                                                                  \
+        constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
+        _Pragma("unroll") for (int jp = 0; jp < 2; ++jp)                                                               \
+        {                                                                                                              \
+            const int mt = (mw * 4 + K) * 2 + jp;                                                                      \
+            const int j = int2_vgroup<D, NG>(mt);                                                                      \
+            mma_f16(o[mt], andor<msk>(xa[2 * jp], MAGIC), andor<msk>(xa[2 * jp + 1], MAGIC),                           \
+                    andor<msk>(xb[2 * jp], MAGIC), andor<msk>(xb[2 * jp + 1], MAGIC), bj[j][0], bj[j][1]);             \
+        }                                                                                                              \
+    }
+                            OKV_PV(0) OKV_PV(1) OKV_PV(2) OKV_PV(3)
+#undef OKV_PV
                         }
                     }
                 }
