@@ -270,8 +270,9 @@ OKV_API okv_status_t okv_rotation_set_load_memory(const void *data, size_t bytes
         st = CORRUPT("header is not a JSON object");
     else if (!meta || meta->type != OKV_JSON_OBJECT)
         st = CORRUPT("header lacks a __metadata__ object");
-    for (size_t i = 0; st == OKV_SUCCESS && i < meta->count; ++i)
-        if (meta->items[i].type != OKV_JSON_STRING) st = CORRUPT("__metadata__.%s is not a string", meta->keys[i]);
+    if (st == OKV_SUCCESS && meta)
+        for (size_t i = 0; st == OKV_SUCCESS && i < meta->count; ++i)
+            if (meta->items[i].type != OKV_JSON_STRING) st = CORRUPT("__metadata__.%s is not a string", meta->keys[i]);
     if (st == OKV_SUCCESS) {
         all = calloc(root.count ? root.count : 1, sizeof *all);
         if (!all) st = okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "load: out of memory");
