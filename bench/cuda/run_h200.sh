@@ -1,9 +1,10 @@
 #!/bin/bash
 # One device call: build (nvcc, sm_90) + device check vs the scalar reference +
 # decode benchmark (ours INT2, ours BF16, torch SDPA BF16) + optional
-# compute-sanitizer. Usage (repository root, on the GPU machine):
-#   bash bench/cuda/run_h200.sh COMMIT [quick|full] [sanitize]
-# Files land in $OUT: log.txt, h200-decode.{json,md,png}, sanitizer logs.
+# compute-sanitizer (memcheck, racecheck on a reduced check). Usage (repository
+# root, on the GPU machine):
+#   bash bench/cuda/run_h200.sh COMMIT [quick|full|probe] [sanitize]
+# Files land in $OUT: log.txt, h200-decode.{json,md,png}, memcheck.txt, racecheck.txt.
 set -o pipefail
 commit=${1:-unknown}
 mode=${2:-full}
@@ -24,12 +25,6 @@ b=/tmp/okvb
   $b/bin/okv_cuda_bench check
   echo "check rc=$?"
 } 2>&1 | tee -a "$log"
-if [ "$san" = sanitize ]; then
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 $b/bin/okv_cuda_bench check > "$OUT/memcheck.txt" 2>&1
-  echo "memcheck rc=$? $(tail -1 $OUT/memcheck.txt)" | tee -a "$log"
-  timeout 240 compute-sanitizer --tool racecheck --error-exitcode 9 $b/bin/okv_cuda_bench check > "$OUT/racecheck.txt" 2>&1
-  echo "racecheck rc=$? $(tail -1 $OUT/racecheck.txt)" | tee -a "$log"
-fi
 [ "$mode" = probe ] || {
   echo "== bench ($mode)"
   q=""; [ "$mode" = quick ] && q=quick
@@ -39,6 +34,16 @@ fi
     "bash bench/cuda/run_h200.sh $commit $mode $san"
 } 2>&1 | tee -a "$log"
 rm -f "$OUT/ours.json"
+if [ "$san" = sanitize ]; then
+  timeout 80 compute-sanitizer --tool memcheck --error-exitcode 9 $b/bin/okv_cuda_bench checkq > "$OUT/memcheck.txt" 2>&1 &
+  p1=$!
+  timeout 80 compute-sanitizer --tool racecheck --error-exitcode 9 $b/bin/okv_cuda_bench checkq > "$OUT/racecheck.txt" 2>&1 &
+  p2=$!
+  wait $p1; r1=$?
+  wait $p2; r2=$?
+  echo "memcheck rc=$r1 (124 = timed out): $(grep -a 'ERROR SUMMARY\|checks:' $OUT/memcheck.txt | tr '\n' ' ')" | tee -a "$log"
+  echo "racecheck rc=$r2 (124 = timed out): $(grep -a 'RACECHECK SUMMARY\|ERROR SUMMARY\|checks:' $OUT/racecheck.txt | tr '\n' ' ')" | tee -a "$log"
+fi
 if [ "$mode" = probe ]; then
   {
     echo "== probe"
