@@ -9,16 +9,25 @@ static int is_float_dtype(okv_dtype_t t) { return t == OKV_DTYPE_F32 || t == OKV
 
 static int head_dim_ok(int32_t d) { return d == 64 || d == 128 || d == 256; }
 
-/* A ref that must hold `bytes` bytes. `n` names it in the detail line. */
-static okv_status_t need(okv_err_t *e, okv_ref_t r, double bytes, const char *n)
+/* A ref that must hold `bytes` bytes at an offset that is a multiple of `align`
+ * (the element size; OKV_POOL_ALIGN for page pools, so vector loads stay aligned).
+ * `n` names it in the detail line. */
+static okv_status_t need_aligned(okv_err_t *e, okv_ref_t r, double bytes, size_t align, const char *n)
 {
     if (!r.buffer) return okv_fail(e, OKV_ERROR_NULL_POINTER, "%s: buffer is NULL", n);
+    if (align > 1 && r.offset % align != 0)
+        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "%s: offset %zu is not a multiple of %zu", n, r.offset, align);
     if (bytes < 0) return okv_fail(e, OKV_ERROR_BAD_SHAPE, "%s: negative size", n);
     if (r.offset > r.buffer->bytes || bytes > (double)(r.buffer->bytes - r.offset))
         return okv_fail(e, OKV_ERROR_BAD_SHAPE, "%s: needs %.0f bytes at offset %zu, buffer holds %zu", n, bytes,
                         r.offset, r.buffer->bytes);
     return OKV_SUCCESS;
 }
+
+#define OKV_POOL_ALIGN 64
+/* Element size of a float dtype, 4 for int32/fp32 arrays. */
+#define need(e, r, bytes, n) need_aligned((e), (r), (bytes), 4, (n))
+#define need_dt(e, r, bytes, dt, n) need_aligned((e), (r), (bytes), okv_dtype_size(dt), (n))
 
 #define TRY(x)                                                                                                         \
     do {                                                                                                               \
@@ -42,8 +51,9 @@ static okv_status_t check_view(const okv_cache_view_t *c, okv_err_t *e)
                         c->bf16_pool_pages);
     okv_cache_sizes_t s = {sizeof s, 0, 0, 0, 0, 0, 0};
     TRY(okv_cache_get_sizes(d, &s));
-    if (c->int2_pool_pages > 0) TRY(need(e, c->int2_pool, (double)c->int2_pool_pages * s.int2_page_bytes, "int2_pool"));
-    TRY(need(e, c->bf16_pool, (double)c->bf16_pool_pages * s.bf16_page_bytes, "bf16_pool"));
+    if (c->int2_pool_pages > 0)
+        TRY(need_aligned(e, c->int2_pool, (double)c->int2_pool_pages * s.int2_page_bytes, OKV_POOL_ALIGN, "int2_pool"));
+    TRY(need_aligned(e, c->bf16_pool, (double)c->bf16_pool_pages * s.bf16_page_bytes, OKV_POOL_ALIGN, "bf16_pool"));
     double ip = 4.0 * (c->batch + 1), b4 = 4.0 * c->batch;
     TRY(need(e, c->int2_indptr, ip, "int2_indptr"));
     TRY(need(e, c->bf16_indptr, ip, "bf16_indptr"));
@@ -71,8 +81,8 @@ okv_status_t okv_validate_rotate(const okv_rotate_params_t *p, okv_err_t *e)
         n_rot = p->n_heads / p->head_group;
     }
     double n = elems(p->n_rows, p->n_heads, p->head_dim);
-    TRY(need(e, p->x, n * okv_dtype_size(p->x_dtype), "x"));
-    TRY(need(e, p->out, n * okv_dtype_size(p->out_dtype), "out"));
+    TRY(need_dt(e, p->x, n * okv_dtype_size(p->x_dtype), p->x_dtype, "x"));
+    TRY(need_dt(e, p->out, n * okv_dtype_size(p->out_dtype), p->out_dtype, "out"));
     TRY(need(e, p->rotation, 4.0 * elems(n_rot, p->head_dim, p->head_dim), "rotation"));
     return OKV_SUCCESS;
 }
@@ -92,8 +102,8 @@ okv_status_t okv_validate_append(const okv_append_params_t *p, okv_err_t *e)
     if (p->n_rows < 0) return okv_fail(e, OKV_ERROR_BAD_SHAPE, "n_rows %d < 0", p->n_rows);
     TRY(need(e, p->append_indptr, 4.0 * (p->cache.batch + 1), "append_indptr"));
     double n = elems(p->n_rows, d->n_kv_heads, d->head_dim) * okv_dtype_size(p->kv_dtype);
-    TRY(need(e, p->k, n, "k"));
-    TRY(need(e, p->v, n, "v"));
+    TRY(need_dt(e, p->k, n, p->kv_dtype, "k"));
+    TRY(need_dt(e, p->v, n, p->kv_dtype, "v"));
     TRY(check_rotation(e, p->k_rotation, p->per_head_rotation, d, "k_rotation"));
     TRY(check_rotation(e, p->v_rotation, p->per_head_rotation, d, "v_rotation"));
     TRY(check_ratio(e, p->k_clip_ratio, "k_clip_ratio"));
@@ -120,8 +130,8 @@ okv_status_t okv_validate_dequantize(const okv_dequantize_params_t *p, okv_err_t
     if (p->out_rows < 0) return okv_fail(e, OKV_ERROR_BAD_SHAPE, "out_rows %d < 0", p->out_rows);
     TRY(need(e, p->out_indptr, 4.0 * (p->cache.batch + 1), "out_indptr"));
     double n = elems(p->out_rows, d->n_kv_heads, d->head_dim) * okv_dtype_size(p->out_dtype);
-    TRY(need(e, p->k_out, n, "k_out"));
-    TRY(need(e, p->v_out, n, "v_out"));
+    TRY(need_dt(e, p->k_out, n, p->out_dtype, "k_out"));
+    TRY(need_dt(e, p->v_out, n, p->out_dtype, "v_out"));
     return OKV_SUCCESS;
 }
 
@@ -143,9 +153,9 @@ okv_status_t okv_validate_decode(const okv_decode_params_t *p, int need_workspac
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "max_seq_len %d (>= 0), num_splits %d (0..4096)", p->max_seq_len,
                         p->num_splits);
     double n = elems(p->cache.batch, d->n_q_heads, d->head_dim);
-    TRY(need(e, p->q, n * okv_dtype_size(p->q_dtype), "q"));
+    TRY(need_dt(e, p->q, n * okv_dtype_size(p->q_dtype), p->q_dtype, "q"));
     if (need_workspace) {
-        TRY(need(e, p->out, n * okv_dtype_size(p->out_dtype), "out"));
+        TRY(need_dt(e, p->out, n * okv_dtype_size(p->out_dtype), p->out_dtype, "out"));
         if (p->lse.buffer) TRY(need(e, p->lse, 4.0 * p->cache.batch * d->n_q_heads, "lse"));
         if (p->unrotate_output) TRY(check_rotation(e, p->v_rotation, p->per_head_rotation, d, "v_rotation"));
         if (p->workspace_bytes && p->workspace.buffer)
@@ -166,11 +176,12 @@ okv_status_t okv_validate_prefill(const okv_prefill_params_t *p, int need_worksp
         return okv_fail(e, OKV_ERROR_BAD_SHAPE, "n_rows %d, max_seq_len %d", p->n_rows, p->max_seq_len);
     TRY(need(e, p->q_indptr, 4.0 * (p->cache.batch + 1), "q_indptr"));
     double sz = okv_dtype_size(p->in_dtype);
-    TRY(need(e, p->q, elems(p->n_rows, d->n_q_heads, d->head_dim) * sz, "q"));
-    TRY(need(e, p->k_new, elems(p->n_rows, d->n_kv_heads, d->head_dim) * sz, "k_new"));
-    TRY(need(e, p->v_new, elems(p->n_rows, d->n_kv_heads, d->head_dim) * sz, "v_new"));
+    TRY(need_dt(e, p->q, elems(p->n_rows, d->n_q_heads, d->head_dim) * sz, p->in_dtype, "q"));
+    TRY(need_dt(e, p->k_new, elems(p->n_rows, d->n_kv_heads, d->head_dim) * sz, p->in_dtype, "k_new"));
+    TRY(need_dt(e, p->v_new, elems(p->n_rows, d->n_kv_heads, d->head_dim) * sz, p->in_dtype, "v_new"));
     if (need_workspace) {
-        TRY(need(e, p->out, elems(p->n_rows, d->n_q_heads, d->head_dim) * okv_dtype_size(p->out_dtype), "out"));
+        TRY(need_dt(e, p->out, elems(p->n_rows, d->n_q_heads, d->head_dim) * okv_dtype_size(p->out_dtype), p->out_dtype,
+                    "out"));
         if (p->workspace_bytes && p->workspace.buffer)
             TRY(need(e, p->workspace, (double)p->workspace_bytes, "workspace"));
     }
@@ -187,9 +198,9 @@ okv_status_t okv_validate_moments(const okv_moments_params_t *p, okv_err_t *e)
     if (p->n_rows < 0 || p->n_heads < 1 || p->head_group < 1 || p->n_heads % p->head_group)
         return okv_fail(e, OKV_ERROR_BAD_SHAPE, "n_rows %d, n_heads %d, head_group %d", p->n_rows, p->n_heads,
                         p->head_group);
-    TRY(need(e, p->x, elems(p->n_rows, p->n_heads, p->head_dim) * okv_dtype_size(p->x_dtype), "x"));
+    TRY(need_dt(e, p->x, elems(p->n_rows, p->n_heads, p->head_dim) * okv_dtype_size(p->x_dtype), p->x_dtype, "x"));
     if (p->weights.buffer) TRY(need(e, p->weights, 4.0 * p->n_rows * p->n_heads, "weights"));
-    TRY(need(e, p->acc, elems(p->n_heads / p->head_group, p->head_dim, p->head_dim) * okv_dtype_size(p->acc_dtype),
-             "acc"));
+    TRY(need_dt(e, p->acc, elems(p->n_heads / p->head_group, p->head_dim, p->head_dim) * okv_dtype_size(p->acc_dtype),
+                p->acc_dtype, "acc"));
     return OKV_SUCCESS;
 }

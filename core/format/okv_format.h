@@ -291,6 +291,14 @@ OKV_FN float okv_clip_tau(const float *x, int d, float ratio, int clip_mode)
     return clip_mode == OKV_FMT_CLIP_BISECT ? okv_clip_tau_bisect(x, d, ratio) : okv_clip_tau_sort(x, d, ratio);
 }
 
+/* Clamp a row to [-tau, tau] in place; tau < 0 (ratio >= 1) leaves it untouched. */
+OKV_FN void okv_clip_apply(float *x, int d, float tau)
+{
+    if (tau < 0.0f) return;
+    for (int i = 0; i < d; ++i)
+        x[i] = fmin(fmax(x[i], -tau), tau);
+}
+
 /* Metadata (scale, lo) of one group x[0..g) after clipping, rounded to storage.
  * Returns 0 when a value does not fit the metadata type. */
 OKV_FN int okv_group_meta(const float *x, int g, int quantizer, int meta_dtype, float *scale_out, float *lo_out)

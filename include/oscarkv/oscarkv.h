@@ -12,7 +12,8 @@
  *   device pointer, a cl_mem, or a host pointer for the "ref" backend); see the
  *   oscarkv_cuda.h / oscarkv_hip.h / oscarkv_opencl.h interop headers.
  * - Tensors are dense row-major; shapes are given in the parameter structs. Vectors
- *   are rows: a rotation R acts as x R.
+ *   are rows: a rotation R acts as x R. A ref's offset must be a multiple of its
+ *   element size (4 for int32 arrays and f32 rotations), and of 64 for page pools.
  * - No call aborts or prints; logging goes to the callback set with okv_set_log_callback.
  */
 #ifndef OSCARKV_H
@@ -299,7 +300,8 @@ OKV_API okv_status_t okv_dequantize(okv_context_t *ctx, const okv_dequantize_par
  * split-K over the context with exact log-sum-exp merge. q: [batch, Hq, d] already
  * rotated by R_K; out: [batch, Hq, d] in the rotated V basis, or multiplied by R_V^T
  * when unrotate_output. lse (optional, f32 [batch, Hq]) receives the natural-log
- * sum-exp of the scaled logits. num_splits = 0 lets the backend choose. */
+ * sum-exp of the scaled logits. num_splits = 0 lets the backend choose. A sequence
+ * of length 0 yields a zero output and lse = -inf. */
 typedef struct okv_decode_params {
     size_t size;
     okv_cache_view_t cache;
