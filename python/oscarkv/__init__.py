@@ -225,27 +225,35 @@ def _single_sequence_view(ctx, desc, n_tokens):
     return v
 
 
+def _append_all(ctx, k, v, rotation, n_q_heads, group_size=0, meta="f16", quantizer="uniform", clip="sort",
+                windows=False):
+    """One sequence holding k, v ([N, Hkv, d], unrotated), appended in one call.
+    windows=False puts every token in the INT2 tier; True applies the default sink/recent rules."""
+    n, hkv, d = k.shape
+    desc = cache_desc(n_q_heads, hkv, d, group_size, meta, quantizer, clip, *((64, 256, 8) if windows else (0, 0, 1)))
+    view = _single_sequence_view(ctx, desc, n)
+    p = L.AppendParams()
+    lib.okv_append_params_init(C.byref(p))
+    p.cache, p.kv_dtype, p.n_rows = view, L.DTYPE["f32"], n
+    p.k, p.v = ctx.upload(k), ctx.upload(v)
+    p.append_indptr = ctx.upload(np.array([0, n], dtype=np.int32))
+    kr, vr = _f32(rotation["k_rotation"]), _f32(rotation["v_rotation"])
+    p.per_head_rotation = int(kr.shape[0] > 1)
+    p.k_rotation, p.v_rotation = ctx.upload(kr), ctx.upload(vr)
+    p.k_clip_ratio, p.v_clip_ratio = rotation["k_clip"], rotation["v_clip"]
+    ctx.check(lib.okv_append(ctx._h, C.byref(p)), "append")
+    return desc, view, p
+
+
 def quantize_kv(ctx, k, v, rotation, group_size=0, meta="f16", quantizer="uniform", clip="sort", windows=False,
                 n_q_heads=None):
     """Store k, v ([N, Hkv, d], unrotated) through the library's append and read the logical cache back
-    (rotated basis, float32). windows=False puts every token in the INT2 tier; True applies the default
-    sink/recent rules. rotation: RotationSet.layer(i) dict."""
+    (rotated basis, float32). rotation: RotationSet.layer(i) dict."""
     k, v = _f32(k), _f32(v)
-    n, hkv, d = k.shape
-    desc = cache_desc(n_q_heads or hkv, hkv, d, group_size, meta, quantizer, clip,
-                      *((64, 256, 8) if windows else (0, 0, 1)))
+    n = k.shape[0]
     try:
-        view = _single_sequence_view(ctx, desc, n)
-        p = L.AppendParams()
-        lib.okv_append_params_init(C.byref(p))
-        p.cache, p.kv_dtype, p.n_rows = view, L.DTYPE["f32"], n
-        p.k, p.v = ctx.upload(k), ctx.upload(v)
-        p.append_indptr = ctx.upload(np.array([0, n], dtype=np.int32))
-        kr, vr = _f32(rotation["k_rotation"]), _f32(rotation["v_rotation"])
-        p.per_head_rotation = int(kr.shape[0] > 1)
-        p.k_rotation, p.v_rotation = ctx.upload(kr), ctx.upload(vr)
-        p.k_clip_ratio, p.v_clip_ratio = rotation["k_clip"], rotation["v_clip"]
-        ctx.check(lib.okv_append(ctx._h, C.byref(p)), "append")
+        desc, view, _ = _append_all(ctx, k, v, rotation, n_q_heads or k.shape[1], group_size, meta, quantizer, clip,
+                                    windows)
         dq = L.DequantizeParams()
         lib.okv_dequantize_params_init(C.byref(dq))
         dq.cache, dq.out_rows, dq.out_dtype = view, n, L.DTYPE["f32"]
@@ -261,25 +269,12 @@ def decode(ctx, q_rot, k, v, rotation, n_q_heads, windows=True, unrotate=True, n
     """One decode step over a cache holding k, v ([N, Hkv, d], unrotated): q_rot [Hq, d] (rotated by R_K).
     Returns the attention output [Hq, d] (un-rotated by R_V^T when unrotate)."""
     k, v, q_rot = _f32(k), _f32(v), _f32(q_rot)
-    n, hkv, d = k.shape
-    desc = cache_desc(n_q_heads, hkv, d, *((0, "f16", "uniform", "sort", 64, 256, 8) if windows
-                                            else (0, "f16", "uniform", "sort", 0, 0, 1)))
     try:
-        view = _single_sequence_view(ctx, desc, n)
-        p = L.AppendParams()
-        lib.okv_append_params_init(C.byref(p))
-        p.cache, p.kv_dtype, p.n_rows = view, L.DTYPE["f32"], n
-        p.k, p.v = ctx.upload(k), ctx.upload(v)
-        p.append_indptr = ctx.upload(np.array([0, n], dtype=np.int32))
-        kr, vr = _f32(rotation["k_rotation"]), _f32(rotation["v_rotation"])
-        p.per_head_rotation = int(kr.shape[0] > 1)
-        p.k_rotation, p.v_rotation = ctx.upload(kr), ctx.upload(vr)
-        p.k_clip_ratio, p.v_clip_ratio = rotation["k_clip"], rotation["v_clip"]
-        ctx.check(lib.okv_append(ctx._h, C.byref(p)), "append")
+        desc, view, p = _append_all(ctx, k, v, rotation, n_q_heads, windows=windows)
         dp = L.DecodeParams()
         lib.okv_decode_params_init(C.byref(dp))
         dp.cache, dp.q, dp.q_dtype, dp.out_dtype = view, ctx.upload(q_rot), L.DTYPE["f32"], L.DTYPE["f32"]
-        dp.out, dp.max_seq_len, dp.num_splits = ctx.buffer(q_rot.nbytes), n, num_splits
+        dp.out, dp.max_seq_len, dp.num_splits = ctx.buffer(q_rot.nbytes), k.shape[0], num_splits
         dp.v_rotation, dp.per_head_rotation, dp.unrotate_output = p.v_rotation, p.per_head_rotation, int(unrotate)
         ws = C.c_size_t()
         ctx.check(lib.okv_decode_workspace_size(ctx._h, C.byref(dp), C.byref(ws)), "decode_workspace_size")
