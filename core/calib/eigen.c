@@ -23,6 +23,37 @@ static int all_finite(size_t n, const double *x)
     return 1;
 }
 
+/* Sign convention: the largest-magnitude component of each eigenvector (the first one
+ * on ties) is positive. Eigenvectors of distinct eigenvalues are then unique, whichever
+ * solver produced them; R = U H P depends on these signs. */
+static void canonical_signs(int n, double *U)
+{
+    for (int j = 0; j < n; ++j) {
+        int arg = 0;
+        double best = -1.0;
+        for (int i = 0; i < n; ++i) {
+            double a = fabs(U[(size_t)i * n + j]);
+            if (a > best) {
+                best = a;
+                arg = i;
+            }
+        }
+        if (U[(size_t)arg * n + j] < 0.0)
+            for (int i = 0; i < n; ++i)
+                U[(size_t)i * n + j] = -U[(size_t)i * n + j];
+    }
+}
+
+static void transpose(int n, double *A)
+{
+    for (int i = 0; i < n; ++i)
+        for (int j = i + 1; j < n; ++j) {
+            double t = A[(size_t)i * n + j];
+            A[(size_t)i * n + j] = A[(size_t)j * n + i];
+            A[(size_t)j * n + i] = t;
+        }
+}
+
 /* Sort eigenvalues ascending, permuting the columns of U alongside (selection sort). */
 static void sort_ascending(int n, double *U, double *w)
 {
@@ -134,7 +165,7 @@ static void tred2(int n, double *V, double *d, double *e)
  * needs more than EIG_QL_MAX_ITER iterations. */
 static int tql2(int n, double *V, double *d, double *e)
 {
-#define VV(i, j) V[(size_t)(i)*n + (j)]
+#define VV(i, j) V[(size_t)(j)*n + (i)] /* V holds the transpose: VV(k, i) = component k of vector i */
     for (int i = 1; i < n; ++i)
         e[i - 1] = e[i];
     e[n - 1] = 0.0;
@@ -212,10 +243,15 @@ okv_status_t okv_eig_tridiag_ql(int n, const double *C, double *U, double *w)
     if (!e) return OKV_ERROR_OUT_OF_MEMORY;
     symmetrise(n, C, U);
     tred2(n, U, w, e);
+    /* QL rotates pairs of eigenvector columns: run it on the transpose so that those
+     * become contiguous rows (tql2 below indexes VV(k, i) = Vt[i][k]). */
+    transpose(n, U);
     int ok = tql2(n, U, w, e);
+    transpose(n, U);
     free(e);
     if (!ok) return OKV_ERROR_NOT_CONVERGED;
     sort_ascending(n, U, w);
+    canonical_signs(n, U);
     return verify(n, C, U, w);
 }
 
@@ -279,6 +315,7 @@ okv_status_t okv_eig_jacobi(int n, const double *C, double *U, double *w)
         w[i] = A[(size_t)i * n + i];
     free(A);
     sort_ascending(n, U, w);
+    canonical_signs(n, U);
     return verify(n, C, U, w);
 }
 
@@ -291,27 +328,59 @@ okv_status_t okv_eig_sym(int n, const double *C, double *U, double *w)
 
 void okv_eig_check(int n, const double *C, const double *U, const double *w, double *rel_residual, double *ortho_err)
 {
+    size_t nn = (size_t)n * n;
+    double *S = malloc(sizeof(double) * nn), *P = malloc(sizeof(double) * nn);
+    if (!S || !P) {
+        free(S);
+        free(P);
+        *rel_residual = *ortho_err = INFINITY;
+        return;
+    }
+    symmetrise(n, C, S);
     double cn = 0.0, res = 0.0, orth = 0.0;
-    for (int i = 0; i < n; ++i) {
+    for (size_t i = 0; i < nn; ++i)
+        cn += S[i] * S[i];
+    /* P = S U (row i: sum_k S[i][k] U[k][:]), residual P - U diag(w) */
+    memset(P, 0, sizeof(double) * nn);
+    for (int i = 0; i < n; ++i)
+        for (int k = 0; k < n; ++k) {
+            double sik = S[(size_t)i * n + k];
+            const double *uk = U + (size_t)k * n;
+            double *pi = P + (size_t)i * n;
+            for (int j = 0; j < n; ++j)
+                pi[j] += sik * uk[j];
+        }
+    for (int i = 0; i < n; ++i)
         for (int j = 0; j < n; ++j) {
-            double cij = 0.5 * (C[(size_t)i * n + j] + C[(size_t)j * n + i]);
-            cn += cij * cij;
-            /* (C U)[i][j] - U[i][j] w[j] */
-            double s = 0.0;
-            for (int k = 0; k < n; ++k)
-                s += 0.5 * (C[(size_t)i * n + k] + C[(size_t)k * n + i]) * U[(size_t)k * n + j];
-            s -= U[(size_t)i * n + j] * w[j];
-            res += s * s;
-            /* (U^T U)[i][j] */
-            double o = 0.0;
-            for (int k = 0; k < n; ++k)
-                o += U[(size_t)k * n + i] * U[(size_t)k * n + j];
-            o -= (i == j) ? 1.0 : 0.0;
-            if (fabs(o) > orth || o != o) orth = o != o ? INFINITY : fabs(o);
+            double r = P[(size_t)i * n + j] - U[(size_t)i * n + j] * w[j];
+            res += r * r;
+        }
+    /* P = U^T U as a sum of rank-1 updates over the rows of U */
+    memset(P, 0, sizeof(double) * nn);
+    for (int k = 0; k < n; ++k) {
+        const double *uk = U + (size_t)k * n;
+        for (int i = 0; i < n; ++i) {
+            double uki = uk[i];
+            double *pi = P + (size_t)i * n;
+            for (int j = 0; j < n; ++j)
+                pi[j] += uki * uk[j];
         }
     }
+    for (int i = 0; i < n && orth == orth; ++i)
+        for (int j = 0; j < n; ++j) {
+            double o = P[(size_t)i * n + j] - ((i == j) ? 1.0 : 0.0);
+            if (o != o) {
+                orth = NAN;
+                break;
+            }
+            if (fabs(o) > orth) orth = fabs(o);
+        }
+    free(S);
+    free(P);
+    if (orth != orth) orth = INFINITY;
     cn = sqrt(cn);
     res = sqrt(res);
     *rel_residual = cn > 0 ? res / cn : (res == 0 ? 0.0 : INFINITY);
+    if (res != res) *rel_residual = INFINITY;
     *ortho_err = orth;
 }

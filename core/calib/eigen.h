@@ -2,7 +2,8 @@
  * okv_eig_sym: Householder tridiagonalisation + implicit QL (Wilkinson shifts), verified;
  * falls back to cyclic Jacobi when the verification fails. Eigenvalues ascending,
  * eigenvectors as columns of U (row-major n x n: U[i*n + j] = component i of vector j).
- * Guarantees on success: ||C U - U diag(w)||_F <= 1e-12 ||C||_F and
+ * Each eigenvector's largest-magnitude component is positive (first on ties), so both
+ * solvers give the same U for distinct eigenvalues. Guarantees on success: ||C U - U diag(w)||_F <= 1e-12 ||C||_F and
  * max |U^T U - I| <= 1e-13, else OKV_ERROR_NOT_CONVERGED. */
 #ifndef OKV_EIGEN_H
 #define OKV_EIGEN_H

@@ -67,6 +67,33 @@ START_TEST(test_random_spd)
 }
 END_TEST
 
+/* Canonical signs: both solvers return the same eigenvectors for distinct eigenvalues. */
+START_TEST(test_solvers_agree)
+{
+    int n = 64;
+    double *C = random_cov(n, 1), *U1 = malloc(sizeof(double) * n * n), *U2 = malloc(sizeof(double) * n * n), w1[64],
+           w2[64];
+    ck_assert_int_eq(okv_eig_tridiag_ql(n, C, U1, w1), OKV_SUCCESS);
+    ck_assert_int_eq(okv_eig_jacobi(n, C, U2, w2), OKV_SUCCESS);
+    for (int j = 0; j < n; ++j) {
+        ck_assert_double_eq_tol(w1[j], w2[j], 1e-12 * fabs(w2[n - 1]));
+        double big = 0;
+        int arg = 0;
+        for (int i = 0; i < n; ++i) {
+            ck_assert_double_eq_tol(U1[i * n + j], U2[i * n + j], 1e-9);
+            if (fabs(U1[i * n + j]) > big) {
+                big = fabs(U1[i * n + j]);
+                arg = i;
+            }
+        }
+        ck_assert(U1[arg * n + j] > 0);
+    }
+    free(C);
+    free(U1);
+    free(U2);
+}
+END_TEST
+
 START_TEST(test_indefinite_nonsymmetric_input)
 {
     int n = 64;
@@ -149,6 +176,7 @@ int main(void)
     TCase *tc = tcase_create("eigen");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_random_spd);
+    tcase_add_test(tc, test_solvers_agree);
     tcase_add_test(tc, test_indefinite_nonsymmetric_input);
     tcase_add_test(tc, test_degenerate);
     tcase_add_test(tc, test_diagonal_known);
