@@ -894,7 +894,7 @@ extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t
     long long top = maxs < 1024 ? maxs : 1024;
     for (long long s = 1; s <= top; ++s) {
         long long waves = (units * s + slots - 1) / slots;
-        double cost = (double)waves / (double)s + 0.0001 * (double)s;
+        double cost = (double)waves / (double)s + 0.0005 * (double)s;
         if (cost < bestc - 1e-12) { bestc = cost; best = s; }
     }
     return (int)best;
