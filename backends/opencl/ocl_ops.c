@@ -489,7 +489,7 @@ static void plan_tier(const ocl_state_t *st, const ocl_config_t *cfg, long bound
     if (forced > 0) {
         n = forced;
     } else {
-        long target = 4L * (long)st->compute_units;
+        long target = 16L * (long)st->compute_units; /* work-groups in flight per device */
         long have = parallel > 0 ? (long)parallel : 1;
         n = (target + have - 1) / have;
         long maxn = (bound + 2L * cfg->ch - 1) / (2L * cfg->ch); /* at least two chunks per split */
