@@ -54,7 +54,7 @@ typedef struct ocl_state {
     cl_context context;
     cl_command_queue queue;
     int out_of_order;
-    int has_fp64, has_fp16, has_subgroups;
+    int has_fp64, has_fp16, has_subgroups; /* has_subgroups: 1 intel (CL1.2), 2 khr (CL2.0) */
     cl_uint compute_units;
     size_t max_wg;
     cl_ulong local_mem;

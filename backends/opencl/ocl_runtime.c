@@ -272,7 +272,17 @@ static okv_status_t ocl_create(int32_t device, void *native_stream, void **state
     st->platform_version[sizeof st->platform_version - 1] = 0;
     st->has_fp64 = ocl_has_ext(st->device, "cl_khr_fp64");
     st->has_fp16 = ocl_has_ext(st->device, "cl_khr_fp16");
-    st->has_subgroups = ocl_has_ext(st->device, "cl_khr_subgroups") || ocl_has_ext(st->device, "cl_intel_subgroups");
+    {
+        /* sub-groups: cl_intel_subgroups works at OpenCL C 1.2; cl_khr_subgroups needs 2.0 */
+        char cver[128] = "";
+        ocl_str_info(st->device, CL_DEVICE_OPENCL_C_VERSION, cver, sizeof cver);
+        int c20 = strncmp(cver, "OpenCL C ", 9) == 0 && atoi(cver + 9) >= 2;
+        st->has_subgroups = ocl_has_ext(st->device, "cl_intel_subgroups")              ? 1
+                            : (c20 && ocl_has_ext(st->device, "cl_khr_subgroups")) ? 2
+                                                                                     : 0;
+        const char *nosg = getenv("OKV_OPENCL_NO_SUBGROUPS");
+        if (nosg && *nosg && *nosg != '0') st->has_subgroups = 0;
+    }
     const char *nofp64 = getenv("OKV_OPENCL_NO_FP64");
     if (nofp64 && *nofp64 && *nofp64 != '0') st->has_fp64 = 0;
     OCL_CHECK(clGetDeviceInfo(st->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof st->compute_units, &st->compute_units,
@@ -596,13 +606,16 @@ okv_status_t ocl_get_program(ocl_state_t *st, const ocl_config_t *cfg, ocl_progr
         memmove(&st->programs[0], &st->programs[1], sizeof st->programs[0] * (OCL_MAX_PROGRAMS - 1));
         st->n_programs--;
     }
-    char opts[768];
+    char opts[1024];
+    const char *extra = getenv("OKV_OPENCL_BUILD_OPTIONS");
+    int sg = st->has_subgroups;
+build_again:
     snprintf(opts, sizeof opts,
-             "-cl-std=CL1.2 -DOKV_D=%d -DOKV_GS=%d -DOKV_META=%d -DOKV_QUANT=%d -DOKV_CLIP=%d -DOKV_P=%d "
+             "-cl-std=%s -DOKV_SG_KHR=%d -DOKV_D=%d -DOKV_GS=%d -DOKV_META=%d -DOKV_QUANT=%d -DOKV_CLIP=%d -DOKV_P=%d "
              "-DOKV_HKV=%d -DOKV_GQA=%d -DOKV_S0=%d -DOKV_W=%d -DOKV_F=%d -DOKV_CH=%d -DOKV_HAS_FP64=%d "
-             "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d -DOKV_VEC=%d",
-             cfg->d, cfg->gs, cfg->meta, cfg->quant, cfg->clip, cfg->page, cfg->hkv, cfg->gqa, cfg->s0, cfg->w,
-             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, st->has_subgroups, cfg->vec);
+             "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d -DOKV_VEC=%d %s",
+             sg == 2 ? "CL2.0" : "CL1.2", sg == 2, cfg->d, cfg->gs, cfg->meta, cfg->quant, cfg->clip, cfg->page, cfg->hkv, cfg->gqa, cfg->s0, cfg->w,
+             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, sg != 0, cfg->vec, extra ? extra : "");
     /* no FMA contraction: dequantisation (lo + code * scale) and the conversions
      * must round exactly like the C reference */
     static const char prelude[] = "#pragma OPENCL FP_CONTRACT OFF\n";
@@ -648,6 +661,11 @@ okv_status_t ocl_get_program(ocl_state_t *st, const ocl_config_t *cfg, ocl_progr
         if (e != CL_SUCCESS) {
             okv_status_t s = ocl_build_log(st, prog, e, err);
             clReleaseProgram(prog);
+            if (sg) {
+                /* the sub-group fast path did not build here: the generic path always must */
+                st->has_subgroups = sg = 0;
+                goto build_again;
+            }
             return s;
         }
         from_source = 1;

@@ -57,6 +57,18 @@
 #if OKV_HAS_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 #endif
+/* Fast path: sub-group reductions (cl_intel_subgroups at OpenCL C 1.2, or
+ * cl_khr_subgroups at OpenCL C 2.0); the host rebuilds without them on failure. */
+#ifndef OKV_HAS_SUBGROUPS
+#define OKV_HAS_SUBGROUPS 0
+#endif
+#if OKV_HAS_SUBGROUPS
+#if defined(OKV_SG_KHR) && OKV_SG_KHR
+#pragma OPENCL EXTENSION cl_khr_subgroups : enable
+#else
+#pragma OPENCL EXTENSION cl_intel_subgroups : enable
+#endif
+#endif
 
 #define OKV_HQ (OKV_HKV * OKV_GQA)
 #define OKV_NG (OKV_D / OKV_GS)
@@ -175,9 +187,7 @@ OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong pa
 {
     for (int c = 0; c < OKV_D; ++c)
         if (isinf(x[c]) || isnan(x[c])) return OKV_FLAG_NONFINITE;
-    float tau = okv_clip_tau(x, OKV_D, ratio, OKV_CLIP);
-    if (tau >= 0.0f)
-        for (int c = 0; c < OKV_D; ++c) x[c] = fmin(fmax(x[c], -tau), tau);
+    okv_clip_apply(x, OKV_D, okv_clip_tau(x, OKV_D, ratio, OKV_CLIP));
     float sc[OKV_NG], lo[OKV_NG];
     for (int g = 0; g < OKV_NG; ++g)
         if (!okv_group_meta(x + g * OKV_GS, OKV_GS, OKV_QUANT, OKV_META, &sc[g], &lo[g])) return OKV_FLAG_META_OVERFLOW;
@@ -554,7 +564,25 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        /* ---- (2) chunk maxima (tree), online-softmax rescale, p = exp(s - m) ---- */
+        /* ---- (2) chunk maxima, online-softmax rescale, p = exp(s - m) ---- */
+#if OKV_HAS_SUBGROUPS
+        {
+            const int sgid = (int)get_sub_group_id(), nsg = (int)get_num_sub_groups();
+            for (int i = 0; i < OKV_GQA; ++i) {
+                float v = lid < OKV_CH ? lm[OKV_LM_SC + lid * OKV_GQA + i] : -INFINITY;
+                float r = sub_group_reduce_max(v);
+                if (get_sub_group_local_id() == 0) lm[OKV_LM_RED + i * OKV_CH + sgid] = r;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (int i = 0; i < OKV_GQA; ++i) {
+                float r = -INFINITY;
+                for (int k = 0; k < nsg; ++k) r = fmax(r, lm[OKV_LM_RED + i * OKV_CH + k]);
+                /* slot 0 of the row holds the chunk max, read below like the tree result */
+                if (lid == 0) lm[OKV_LM_RED + i * OKV_CH] = r;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+#else
         for (int stride = OKV_CH / 2; stride > 0; stride >>= 1) {
             if (lid < stride)
                 for (int i = 0; i < OKV_GQA; ++i)
@@ -562,6 +590,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                         fmax(lm[OKV_LM_RED + i * OKV_CH + lid], lm[OKV_LM_RED + i * OKV_CH + lid + stride]);
             barrier(CLK_LOCAL_MEM_FENCE);
         }
+#endif
         float alpha[OKV_GQA];
         for (int i = 0; i < OKV_GQA; ++i) {
             float mn = fmax(m[i], lm[OKV_LM_RED + i * OKV_CH]);
