@@ -63,7 +63,8 @@ static int probe(const char *name, char *reason, size_t cap)
         if (okv_backend_get_info(i, &info) != OKV_SUCCESS) continue;
         if (strcmp(info.name, name) != 0) continue;
         if (!info.available) {
-            snprintf(reason, cap, "%s", info.reason[0] ? info.reason : "not available (no reason given)");
+            const char *why = strncmp(info.reason, "unavailable: ", 13) == 0 ? info.reason + 13 : info.reason;
+            snprintf(reason, cap, "%s", why[0] ? why : "not available (no reason given)");
             return 0;
         }
         return 1;

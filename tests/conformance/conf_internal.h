@@ -54,6 +54,7 @@ typedef struct conf_case {
     int unrotate;        /* decode: unrotate_output; rotate: transpose */
     int per_head;        /* per-head rotations (append, decode, rotate) */
     int with_aux;        /* decode: lse output; moments: weights */
+    int empty_seq;       /* decode: the last sequence of the batch has length 0 */
     conf_err_t err;
     uint64_t seed;
 } conf_case_t;

@@ -85,7 +85,16 @@ static void add(tbuild_t *t, conf_case_t c, int quick)
     }
     if (c.g == 0 || c.g > c.d) c.g = c.d;
     c.quick = quick;
-    c.seed = (uint64_t)(t->n + 1);
+    /* the seed follows from the case's parameters (FNV-1a of its descriptor), so
+     * adding cases elsewhere in the table never changes an existing descriptor */
+    char desc[512];
+    c.seed = 0;
+    conf_descriptor(&c, desc, sizeof desc);
+    uint64_t hsh = 1469598103934665603ull;
+    for (const char *p = desc; *p; ++p) hsh = (hsh ^ (unsigned char)*p) * 1099511628211ull;
+    c.seed = hsh % 99991u + 1u;
+    for (int k = 0; k < t->n; ++k)
+        if (t->v[k].seed == c.seed) c.seed += 99991u; /* a repeated shape gets its own inputs */
     t->v[t->n++] = c;
 }
 
@@ -248,6 +257,15 @@ static void build_decode(tbuild_t *t)
         c.with_aux = (i % 2 == 0);
         add(t, c, i % 4 == 0 || i == 5 || i == 7);
     }
+    /* an empty sequence in the batch: zero output, lse = -inf */
+    for (int i = 0; i < 2; ++i) {
+        conf_case_t c = base(CONF_OP_DECODE);
+        shape(&c, 3 + i);
+        c.batch = 3, c.ctx = i ? 1000 : 70, c.empty_seq = 1, c.with_aux = 1, c.splits = i ? 4 : 0;
+        c.unrotate = i;
+        c.in_dtype = k_io[i], c.out_dtype = k_io[2 - i];
+        add(t, c, i == 0);
+    }
     /* the example of the brief, then long contexts (a few only: CPU budget) */
     conf_case_t c = base(CONF_OP_DECODE);
     c.batch = 2, c.hq = 12, c.hkv = 4, c.d = 128, c.g = 128, c.page = 16, c.ctx = 4097;
@@ -386,7 +404,8 @@ void conf_descriptor(const conf_case_t *c, char *buf, size_t cap)
             APPENDF("/out=%s", conf_dtype_name(c->out_dtype));
         APPENDF("/meta=%s/%s/%s", conf_dtype_name(c->meta), quant_name(c->quant), clip_name(c));
         if (c->op == CONF_OP_DECODE)
-            APPENDF("/splits=%d%s%s", c->splits, c->unrotate ? "/unrotate" : "", c->with_aux ? "/lse" : "");
+            APPENDF("/splits=%d%s%s%s", c->splits, c->unrotate ? "/unrotate" : "", c->with_aux ? "/lse" : "",
+                    c->empty_seq ? "/emptyseq" : "");
         if ((c->op == CONF_OP_DECODE || c->op == CONF_OP_APPEND) && c->per_head) APPENDF("/perhead");
         break;
     }
