@@ -285,14 +285,14 @@ static okv_status_t ocl_create(int32_t device, void *native_stream, void **state
     }
     const char *nofp64 = getenv("OKV_OPENCL_NO_FP64");
     if (nofp64 && *nofp64 && *nofp64 != '0') st->has_fp64 = 0;
-    OCL_CHECK(clGetDeviceInfo(st->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof st->compute_units, &st->compute_units,
-                              NULL),
-              "clGetDeviceInfo(MAX_COMPUTE_UNITS)");
+    e = clGetDeviceInfo(st->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof st->compute_units, &st->compute_units, NULL);
+    if (e == CL_SUCCESS) e = clGetDeviceInfo(st->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof st->max_wg, &st->max_wg, NULL);
+    if (e == CL_SUCCESS) e = clGetDeviceInfo(st->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof st->local_mem, &st->local_mem, NULL);
+    if (e != CL_SUCCESS) {
+        s = ocl_fail(err, e, "clGetDeviceInfo(compute units / work-group size / local memory)", __LINE__);
+        goto fail;
+    }
     if (st->compute_units == 0) st->compute_units = 1;
-    OCL_CHECK(clGetDeviceInfo(st->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof st->max_wg, &st->max_wg, NULL),
-              "clGetDeviceInfo(MAX_WORK_GROUP_SIZE)");
-    OCL_CHECK(clGetDeviceInfo(st->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof st->local_mem, &st->local_mem, NULL),
-              "clGetDeviceInfo(LOCAL_MEM_SIZE)");
     st->flags = clCreateBuffer(st->context, CL_MEM_READ_WRITE, 64, NULL, &e);
     if (e != CL_SUCCESS) {
         st->flags = NULL;
@@ -712,6 +712,7 @@ static const okv_backend_ops_t k_ops = {
     ocl_prefill_workspace,
     ocl_prefill,
     ocl_moments,
+    0, /* caps: no key centering (k_bias) yet */
 };
 
 __attribute__((visibility("default"))) okv_status_t okv_backend_entry_v1(uint32_t core_iface_version,

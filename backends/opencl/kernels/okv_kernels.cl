@@ -428,7 +428,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
     if (count < 0) count = 0;
     const int start = split * chunk;
     int end = start + chunk;
-    if (end > count) end = count;
+    /* the last split runs to the end: a max_seq_len below the real length costs time, not tokens */
+    if (end > count || split == (int)get_num_groups(0) - 1) end = count;
 
     /* q -> local; INT2 tier: permuted so that the 4 channels of packed byte j sit at 4j..4j+3 */
     for (int i = 0; i < OKV_GQA; ++i) {
