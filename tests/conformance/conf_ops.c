@@ -13,14 +13,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Attention tolerances (max-abs relative to max |o|, and relative L2) on top of the
- * output dtype's rounding: fp32 accumulation with operands no coarser than fp16. */
-#define CONF_ATT_REL_L2 5e-4
-#define CONF_ATT_MAX_ABS 3e-3
+/* Attention tolerances. Matrix units may take bf16/fp16 operands (SPEC section 6:
+ * the decode kernel needs mma/MFMA to approach the bandwidth bound), with fp32
+ * accumulation (SPEC section 5). The output is compared with a float64 recomputation
+ * on the same dequantized K/V: relative L2 and max-abs (relative to max |o|), on top
+ * of the output dtype's rounding. lse: absolute, plus the rounding of q and k to bf16
+ * (2 u sum_c |q_c k_c| * scale, u = 2^-9) that such operands imply. Every num_splits
+ * variant must meet the same bound (split-count invariance). */
+#define CONF_ATT_REL_L2 3e-3
+#define CONF_ATT_MAX_ABS 1e-2
 #define CONF_LSE_ABS 2e-3
-/* Split-count invariance: outputs of different num_splits agree to this (relative to
- * max |o|) plus two output ulps. */
-#define CONF_SPLIT_TOL 2e-5
+#define CONF_BF16_U (1.0 / 512.0)
 
 #define INTERNAL OKV_ERROR_INTERNAL
 
@@ -940,15 +943,21 @@ static void att_verdict(run_t *r, const att_err_t *e, okv_dtype_t qt, okv_dtype_
 
 /* softmax(q K^T * scale) V over rows kr/vr [n][hkv][d] (head hd) in double */
 static void att_row(const float *q, int d, double sm, const float *const *kr, const float *const *vr, int n,
-                    double *logit, double *o, double *lse)
+                    double *logit, double *o, double *lse, double *l1max)
 {
-    double mx = -INFINITY;
+    double mx = -INFINITY, l1 = 0.0;
     for (int t = 0; t < n; ++t) {
-        double a = 0.0;
-        for (int c = 0; c < d; ++c) a += (double)q[c] * kr[t][c];
+        double a = 0.0, b = 0.0;
+        for (int c = 0; c < d; ++c) {
+            double pr = (double)q[c] * kr[t][c];
+            a += pr;
+            b += fabs(pr);
+        }
         logit[t] = a * sm;
         mx = fmax(mx, logit[t]);
+        l1 = fmax(l1, b * sm);
     }
+    if (l1max) *l1max = l1;
     double s = 0.0;
     for (int c = 0; c < d; ++c) o[c] = 0.0;
     for (int t = 0; t < n; ++t) {
@@ -981,7 +990,7 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
     void *qs = NULL, *got = NULL;
     float *q = NULL, *R = NULL, *K = NULL, *V = NULL, *o = NULL, *lse = NULL, *o2 = NULL;
     int *rs = NULL;
-    double *logit = NULL, *ref = NULL, *rlse = NULL;
+    double *logit = NULL, *ref = NULL, *rlse = NULL, *l1 = NULL;
     okv_status_t st = INTERNAL;
     if (!t || !i0) {
         st = oom(r);
@@ -1062,8 +1071,9 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
     logit = malloc((size_t)(maxt + 1) * sizeof(double));
     ref = calloc(cnt, sizeof(double));
     rlse = calloc((size_t)B * Hq, sizeof(double));
+    l1 = calloc((size_t)B * Hq, sizeof(double));
     const float **kr = malloc((size_t)(maxt + 1) * sizeof(float *)), **vr = malloc((size_t)(maxt + 1) * sizeof(float *));
-    if (!logit || !ref || !rlse || !kr || !vr) {
+    if (!logit || !ref || !rlse || !l1 || !kr || !vr) {
         free(kr);
         free(vr);
         oom(r);
@@ -1085,7 +1095,8 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
                 rlse[b * Hq + hq] = -INFINITY;
                 continue;
             }
-            att_row(q + ((size_t)b * Hq + hq) * d, d, sm, kr, vr, t[b], logit, ov, &rlse[b * Hq + hq]);
+            att_row(q + ((size_t)b * Hq + hq) * d, d, sm, kr, vr, t[b], logit, ov, &rlse[b * Hq + hq],
+                    &l1[b * Hq + hq]);
             if (c->unrotate) {
                 const float *Rh = R + (size_t)(c->per_head ? hd : 0) * d * d;
                 for (int j = 0; j < d; ++j) {
@@ -1111,15 +1122,15 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
             }
     if (dlse) {
         for (int k = 0; k < B * Hq; ++k) {
-            int ok = isinf(rlse[k]) ? (isinf(lse[k]) && lse[k] < 0)
-                                    : fabs((double)lse[k] - rlse[k]) <= CONF_LSE_ABS * fmax(1.0, fabs(rlse[k]));
+            double tl = CONF_LSE_ABS * fmax(1.0, fabs(rlse[k])) + 2.0 * CONF_BF16_U * l1[k];
+            int ok = isinf(rlse[k]) ? (isinf(lse[k]) && lse[k] < 0) : fabs((double)lse[k] - rlse[k]) <= tl;
             if (!ok) {
-                run_fail(r, "lse[%d][%d] = %.7g, expected %.7g", k / Hq, k % Hq, (double)lse[k], rlse[k]);
+                run_fail(r, "lse[%d][%d] = %.7g, expected %.7g (tol %.3g)", k / Hq, k % Hq, (double)lse[k], rlse[k], tl);
                 break;
             }
         }
     }
-    /* split-count invariance */
+    /* split-count invariance: every num_splits meets the same bound */
     for (int k = 1; k < 3 && !r->failed; ++k) {
         okv_status_t s2 = run_decode_once(r, ctx, &p, dout, dlse, split_set[k]);
         if (s2 != OKV_SUCCESS) {
@@ -1128,14 +1139,18 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
         }
         if (!dbuf_get(r, dout, got, cnt * esz(c->out_dtype))) break;
         conf_load(c->out_dtype, got, o2, cnt);
-        double eo = c->out_dtype == OKV_DTYPE_F32 ? 1.2e-7 : 2.0 * conf_dtype_eps(c->out_dtype);
-        for (size_t k2 = 0; k2 < cnt; ++k2) {
-            double tol = 2.0 * eo * fabs(o[k2]) + CONF_SPLIT_TOL * e.scale + 2.0 * conf_dtype_tiny(c->out_dtype);
-            if (!(fabs((double)o2[k2] - o[k2]) <= tol)) {
-                run_fail(r, "split-count invariance: num_splits %d gives out[%zu] = %.9g, num_splits %d gives %.9g",
-                         split_set[k], k2, (double)o2[k2], c->splits, (double)o[k2]);
-                break;
-            }
+        att_err_t e2 = {0};
+        att_accum(&e2, o2, ref, cnt);
+        char what[96];
+        snprintf(what, sizeof what, "split-count invariance: num_splits %d vs float64", split_set[k]);
+        att_verdict(r, &e2, c->in_dtype, c->out_dtype, what);
+        if (r->failed) {
+            double md = 0.0;
+            size_t at = 0;
+            for (size_t k2 = 0; k2 < cnt; ++k2)
+                if (fabs((double)o2[k2] - o[k2]) > md) md = fabs((double)o2[k2] - o[k2]), at = k2;
+            run_fail(r, "largest difference to num_splits %d: out[%zu] %.9g vs %.9g", c->splits, at, (double)o2[at],
+                     (double)o[at]);
         }
     }
     check_pools_unchanged(r, &h, &dc);
@@ -1156,6 +1171,7 @@ done:
     free(logit);
     free(ref);
     free(rlse);
+    free(l1);
     return st;
 }
 
@@ -1267,7 +1283,7 @@ static okv_status_t op_prefill(run_t *r, okv_context_t *ctx)
                     vr[t[b] + jj] = vn + ((size_t)(qptr[b] + jj) * hkv + hd) * d;
                 }
                 att_row(q + ((size_t)row * Hq + hq) * d, d, sm, kr, vr, t[b] + j + 1, logit,
-                        ref + ((size_t)row * Hq + hq) * d, &lse);
+                        ref + ((size_t)row * Hq + hq) * d, &lse, NULL);
             }
         }
     }
