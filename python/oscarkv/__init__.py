@@ -162,7 +162,7 @@ class RotationSet:
 
         return {"k_rotation": arr(lr.k_rotation, (n, d, d)), "v_rotation": arr(lr.v_rotation, (n, d, d)),
                 "k_eigenvalues": arr(lr.k_eigenvalues, (n, d)), "v_eigenvalues": arr(lr.v_eigenvalues, (n, d)),
-                "k_clip": lr.k_clip_ratio, "v_clip": lr.v_clip_ratio}
+                "k_mean": arr(lr.k_mean, (n, d)), "k_clip": lr.k_clip_ratio, "v_clip": lr.v_clip_ratio}
 
     def __del__(self):
         if getattr(self, "_h", None):
@@ -171,7 +171,7 @@ class RotationSet:
 
 
 def calibrate(layers, method="oscar", value_target="reference", granularity="layer", fit_clips=False,
-              k_clip=0.96, v_clip=0.92, use_permutation=True, holdout_tokens=256, seed=0):
+              k_clip=0.96, v_clip=0.92, use_permutation=True, holdout_tokens=256, seed=0, center_keys=True):
     """layers[i] = list of (q [N,Hq,d], k [N,Hkv,d], v [N,Hkv,d]) causal sequences (or one tuple)."""
     seqs = [ls if isinstance(ls, list) else [ls] for ls in layers]
     q0 = seqs[0][0][0]
@@ -194,6 +194,7 @@ def calibrate(layers, method="oscar", value_target="reference", granularity="lay
         opt.method, opt.granularity = L.ROT[method], L.GRANULARITY[granularity]
         opt.use_permutation, opt.fit_clips = int(use_permutation), int(fit_clips)
         opt.k_clip_ratio, opt.v_clip_ratio = k_clip, v_clip
+        opt.center_keys = int(center_keys)
         rs = C.c_void_p()
         _check(lib.okv_calibrator_finalize(cal, C.byref(opt), C.byref(rs)), "calibrator_finalize",
                lambda: lib.okv_calibrator_last_error(cal))
@@ -241,6 +242,8 @@ def _append_all(ctx, k, v, rotation, n_q_heads, group_size=0, meta="f16", quanti
     p.per_head_rotation = int(kr.shape[0] > 1)
     p.k_rotation, p.v_rotation = ctx.upload(kr), ctx.upload(vr)
     p.k_clip_ratio, p.v_clip_ratio = rotation["k_clip"], rotation["v_clip"]
+    if rotation.get("k_mean") is not None:  # key centering (softmax-invariant)
+        p.k_bias = ctx.upload(_f32(rotation["k_mean"]))
     ctx.check(lib.okv_append(ctx._h, C.byref(p)), "append")
     return desc, view, p
 
@@ -248,7 +251,8 @@ def _append_all(ctx, k, v, rotation, n_q_heads, group_size=0, meta="f16", quanti
 def quantize_kv(ctx, k, v, rotation, group_size=0, meta="f16", quantizer="uniform", clip="sort", windows=False,
                 n_q_heads=None):
     """Store k, v ([N, Hkv, d], unrotated) through the library's append and read the logical cache back
-    (rotated basis, float32). rotation: RotationSet.layer(i) dict."""
+    (rotated basis, float32). rotation: RotationSet.layer(i) dict; with a "k_mean" the keys are centered,
+    so the returned keys are (k - k_mean) R quantized (attention probabilities are unchanged by it)."""
     k, v = _f32(k), _f32(v)
     n = k.shape[0]
     try:

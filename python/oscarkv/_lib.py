@@ -64,13 +64,13 @@ class ContextDesc(C.Structure):
 class RotateParams(C.Structure):
     _fields_ = [("size", size_t), ("x", Ref), ("x_dtype", i32), ("out", Ref), ("out_dtype", i32),
                 ("rotation", Ref), ("n_rows", i32), ("n_heads", i32), ("head_dim", i32),
-                ("per_head", i32), ("head_group", i32), ("transpose", i32)]
+                ("per_head", i32), ("head_group", i32), ("transpose", i32), ("bias", Ref)]
 
 
 class AppendParams(C.Structure):
     _fields_ = [("size", size_t), ("cache", CacheView), ("k", Ref), ("v", Ref), ("kv_dtype", i32),
                 ("append_indptr", Ref), ("n_rows", i32), ("k_rotation", Ref), ("v_rotation", Ref),
-                ("per_head_rotation", i32), ("k_clip_ratio", f32), ("v_clip_ratio", f32)]
+                ("per_head_rotation", i32), ("k_clip_ratio", f32), ("v_clip_ratio", f32), ("k_bias", Ref)]
 
 
 class DequantizeParams(C.Structure):
@@ -93,14 +93,14 @@ class CalibDesc(C.Structure):
 class CalibOptions(C.Structure):
     _fields_ = [("size", size_t), ("method", i32), ("granularity", i32), ("use_permutation", i32),
                 ("fit_clips", i32), ("k_clip_ratio", f32), ("v_clip_ratio", f32), ("quant", CacheDesc),
-                ("progress", i32)]
+                ("progress", i32), ("center_keys", i32)]
 
 
 class LayerRotation(C.Structure):
     _fields_ = [("size", size_t), ("head_dim", i32), ("n_rot", i32),
                 ("k_rotation", C.POINTER(f32)), ("v_rotation", C.POINTER(f32)),
                 ("k_eigenvalues", C.POINTER(f32)), ("v_eigenvalues", C.POINTER(f32)),
-                ("k_clip_ratio", f32), ("v_clip_ratio", f32)]
+                ("k_clip_ratio", f32), ("v_clip_ratio", f32), ("k_mean", C.POINTER(f32))]
 
 
 def _sig(name, res, *args):

@@ -36,8 +36,9 @@ def _softmax_masked(s, bad):
 
 class MixedAttention:
     """attn_fn for Gemma3Model.forward. quantize(layer, k, v) -> (k_rot_int2, v_rot_int2,
-    R_K, R_V) gives the INT2 tier rows (rotated basis) and the layer's rotations
-    (None = identity, i.e. no INT2 tier at all when int2 is False)."""
+    R_K, R_V, k_mean) gives the INT2 tier rows (rotated basis), the layer's rotations
+    (None = identity) and the key centering vector the cache subtracts from every key
+    before rotation, in both tiers (None = none)."""
 
     def __init__(self, n_layers, quantize, sink, recent, flush, int2=True, diag=128, q_chunk=256):
         self.quantize, self.int2 = quantize, int2
@@ -49,9 +50,11 @@ class MixedAttention:
         n, hq, d = q.shape
         hkv = k.shape[1]
         g = hq // hkv
-        kq, vq, rk, rv = self.quantize(layer, k, v)
+        kq, vq, rk, rv, mu = self.quantize(layer, k, v)
         qr = q if rk is None else q @ rk
-        kr = k if rk is None else k @ rk
+        k_full = k if rk is None else k @ rk  # uncentered: the error scale every method is measured against
+        kc = k if mu is None else k - mu
+        kr = kc if rk is None else kc @ rk
         vr = v if rv is None else v @ rv
         kb, vb = bf16_round(kr), bf16_round(vr)
         hi = cache_rules.int2_bounds(n, self.s0, self.w, self.f) if self.int2 else np.zeros(n, np.int64)
@@ -60,7 +63,7 @@ class MixedAttention:
             used = np.zeros(n, bool)
             used[self.s0:int(hi.max(initial=self.s0))] = True
             st.k_err += float(((kq[used] - kr[used]) ** 2).sum())
-            st.k_ref += float((kr[used] ** 2).sum())
+            st.k_ref += float((k_full[used] ** 2).sum())
             st.v_err += float(((vq[used] - vr[used]) ** 2).sum())
             st.v_ref += float((vr[used] ** 2).sum())
         out = np.empty((n, hq, d), np.float32)

@@ -32,15 +32,18 @@ from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
-# name, kind, calibration (method, value target, fitted clips), clip override
+# name, kind, calibration (method, value target, fitted clips, centered keys), clip override
 METHODS = [
     ("bf16", "bf16", None, None),
-    ("int2-naive", "okv", ("none", "reference", False), 1.0),
+    ("int2-naive", "okv", ("none", "reference", False, False), 1.0),
     ("kivi2", "kivi", None, None),
-    ("int2-hadamard", "okv", ("hadamard", "reference", False), None),
-    ("oscar", "okv", ("oscar", "reference", False), None),
-    ("oscar-fitted-clip", "okv", ("oscar", "reference", True), None),
-    ("oscar-exact-value", "okv", ("oscar", "exact", False), None),
+    ("int2-hadamard", "okv", ("hadamard", "reference", False, False), None),
+    ("oscar", "okv", ("oscar", "reference", False, False), None),
+    ("oscar-fitted-clip", "okv", ("oscar", "reference", True, False), None),
+    ("oscar-exact-value", "okv", ("oscar", "exact", False, False), None),
+    # ours beyond the paper: subtract the calibration mean key before rotation (exact for softmax)
+    ("oscar-centered", "okv", ("oscar", "reference", False, True), None),
+    ("oscar-centered-fitted", "okv", ("oscar", "reference", True, True), None),
 ]
 
 
@@ -60,13 +63,14 @@ def capture_calibration(model, tok, n_tokens, seq_len):
     return layers, sum(len(s) for s in seqs)
 
 
-def calibrate_all(layers, holdout):
+def calibrate_all(layers, holdout, names):
     sets = {}
     for name, kind, cal, clip in METHODS:
-        if kind != "okv":
+        if kind != "okv" or name not in names:
             continue
-        method, target, fit = cal
-        rs = okv.calibrate(layers, method=method, value_target=target, fit_clips=fit, holdout_tokens=holdout)
+        method, target, fit, center = cal
+        rs = okv.calibrate(layers, method=method, value_target=target, fit_clips=fit, holdout_tokens=holdout,
+                           center_keys=center)
         rots = [rs.layer(i) for i in range(rs.n_layers)]
         if clip is not None:
             for r in rots:
@@ -78,13 +82,14 @@ def calibrate_all(layers, holdout):
 def make_quantizer(ctx, kind, rots, group):
     def q(layer, k, v):
         if kind == "bf16":
-            return None, None, None, None
+            return None, None, None, None, None
         if kind == "kivi":
             kq, vq = kivi_round_trip(k, v)
-            return kq, vq, None, None
+            return kq, vq, None, None, None
         r = rots[layer]
         kq, vq = okv_round_trip(ctx, k, v, r, group_size=group)
-        return kq, vq, r["k_rotation"][0], r["v_rotation"][0]
+        mu = None if r.get("k_mean") is None else r["k_mean"][0]
+        return kq, vq, r["k_rotation"][0], r["v_rotation"][0], mu
     return q
 
 
@@ -100,6 +105,8 @@ def main(argv=None):
     ap.add_argument("--flush", type=int, default=8)
     ap.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS])
     ap.add_argument("--quick", action="store_true", help="512-token contexts, 2 methods: a smoke run")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of other methods already in the output JSON (add methods to a run)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality-gemma3-270m"))
     a = ap.parse_args(argv)
     if a.quick:
@@ -115,7 +122,7 @@ def main(argv=None):
     layers, n_cal = capture_calibration(model, tok, a.calib_tokens, a.calib_seq_len)
     log(f"captured {n_cal} calibration tokens")
     methods = [m for m in METHODS if m[0] in a.methods]
-    rot_sets = calibrate_all(layers, holdout=min(512, n_cal // 4))
+    rot_sets = calibrate_all(layers, holdout=min(512, n_cal // 4), names=[m[0] for m in methods])
     del layers
     log("calibrated: " + ", ".join(rot_sets))
     clips = {name: [(r["k_clip"], r["v_clip"]) for r in rots] for name, rots in rot_sets.items()}
@@ -144,15 +151,27 @@ def main(argv=None):
 
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    out = Path(a.out)
+    if a.merge and out.with_suffix(".json").exists():
+        old = json.loads(out.with_suffix(".json").read_text())
+        mine = {(r["method"], r["windows"], r["ctx"]) for r in rows}
+        rows = [r for r in old["rows"] if (r["method"], r["windows"], r["ctx"]) not in mine] + rows
+        per_layer = {**old["per_layer"], **per_layer}
+        clips = {**old["settings"]["clip_ratios"], **clips}
+        argv_note = " (merged into an earlier run: " + old["command"] + ")"
+    else:
+        argv_note = ""
+    order = {m[0]: i for i, m in enumerate(METHODS)}
+    rows.sort(key=lambda r: (r["ctx"], order.get(r["method"], 99), not r["windows"]))
     result = {"model": "Gemma 3 270M (google/gemma-3-270m, GGUF Q4_K_M dequantized, numpy forward pass)",
               "calib_text": f"Python 3.11 documentation (Debian python3.11-doc), {n_cal} tokens",
               "eval_text": "King James Bible (Debian bible-kjv-text)",
               "date": datetime.date.today().isoformat(), "commit": commit,
-              "command": "PYTHONPATH=python python3 -m oscarkv_eval.run_quality " + " ".join(argv or sys.argv[1:]),
+              "command": "PYTHONPATH=python python3 -m oscarkv_eval.run_quality " + " ".join(argv or sys.argv[1:])
+              + argv_note,
               "settings": {"group": a.group, "meta": "f16", "sink": a.sink, "recent": a.recent, "flush": a.flush,
                            "clip_ratios": clips, "backend": ctx.backend},
               "rows": rows, "per_layer": per_layer, "seconds": round(time.time() - t0, 1)}
-    out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     from oscarkv_eval.report import write_report
