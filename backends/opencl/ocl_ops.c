@@ -8,6 +8,7 @@
 #include <clblast_c.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ small helpers -- */
@@ -344,7 +345,7 @@ static okv_status_t update_lens(ocl_state_t *st, ocl_program_t *pr, const okv_ca
 }
 
 static okv_status_t append_rows(ocl_state_t *st, ocl_program_t *pr, const okv_append_params_t *p, okv_ref_t kin,
-                                okv_ref_t vin, int prerot, int commit, okv_err_t *err)
+                                okv_ref_t vin, int prerot, int commit, cl_mem keep_k, cl_mem keep_v, okv_err_t *err)
 {
     if (p->n_rows <= 0) return OKV_SUCCESS;
     const okv_cache_view_t *v = &p->cache;
@@ -363,6 +364,9 @@ static okv_status_t append_rows(ocl_state_t *st, ocl_program_t *pr, const okv_ap
     arg_f32(&a, p->v_clip_ratio);
     arg_mem(&a, st->flags);
     arg_i32(&a, commit);
+    arg_mem(&a, keep_k ? keep_k : st->dummy);
+    arg_mem(&a, keep_v ? keep_v : st->dummy);
+    arg_i32(&a, keep_k != NULL);
     size_t gws[3] = {(size_t)p->n_rows, (size_t)v->desc->n_kv_heads, 2};
     return launch(st, &a, "okv_append_rows", 3, gws, NULL, err);
 }
@@ -388,11 +392,16 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
     OKV_TRY(check_finite(st, pr, p->k_rotation, OKV_DTYPE_F32, nr, err));
     OKV_TRY(check_finite(st, pr, p->v_rotation, OKV_DTYPE_F32, nr, err));
     OKV_TRY(flags_check(st, "append", err));
-    /* prefill-sized appends: rotate with CLBlast first */
+    /* Rotation. With fp64 the kernel accumulates each rotated row in double in the
+     * reference's order (bit-identical rows, codes and metadata) and keeps the rows
+     * of the dry run for the commit pass. Without fp64 (or OKV_OPENCL_APPEND_GEMM=1),
+     * prefill-sized appends are rotated by CLBlast first. */
     int prerot = 0;
     okv_ref_t kin = p->k, vin = p->v;
     okv_buffer_t kb, vb;
-    if (p->n_rows > 0 && use_clblast(st, (size_t)p->n_rows * (size_t)hkv)) {
+    const char *ag = getenv("OKV_OPENCL_APPEND_GEMM");
+    int gemm_ok = !st->has_fp64 || (ag && *ag && *ag != '0');
+    if (p->n_rows > 0 && gemm_ok && use_clblast(st, (size_t)p->n_rows * (size_t)hkv)) {
         cl_mem ky, vy;
         int dk = 0, dv = 0;
         OKV_TRY(rotate_to_f32(st, pr, p->k, p->kv_dtype, p->k_rotation, p->n_rows, hkv, d, p->per_head_rotation, 1, 0,
@@ -412,11 +421,27 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
             prerot = 1;
         }
     }
+    cl_mem keep_k = NULL, keep_v = NULL;
+    if (!prerot && p->n_rows > 0) {
+        OKV_TRY(ocl_scratch(st, 2, n * 4, &keep_k, err));
+        OKV_TRY(ocl_scratch(st, 3, n * 4, &keep_v, err));
+    }
     OKV_TRY(demote_rows(st, pr, v, 1, 0, p->append_indptr, p->k_clip_ratio, p->v_clip_ratio, 0, err));
-    OKV_TRY(append_rows(st, pr, p, kin, vin, prerot, 0, err));
+    OKV_TRY(append_rows(st, pr, p, kin, vin, prerot, 0, keep_k, keep_v, err));
     OKV_TRY(flags_check(st, "append", err));
+    if (keep_k) {
+        memset(&kb, 0, sizeof kb);
+        memset(&vb, 0, sizeof vb);
+        kb.native = keep_k;
+        vb.native = keep_v;
+        kin.buffer = &kb;
+        kin.offset = 0;
+        vin.buffer = &vb;
+        vin.offset = 0;
+        prerot = 1;
+    }
     OKV_TRY(demote_rows(st, pr, v, 1, 0, p->append_indptr, p->k_clip_ratio, p->v_clip_ratio, 1, err));
-    OKV_TRY(append_rows(st, pr, p, kin, vin, prerot, 1, err));
+    OKV_TRY(append_rows(st, pr, p, kin, vin, prerot, 1, NULL, NULL, err));
     return update_lens(st, pr, v, 1, 0, p->append_indptr, err);
 }
 

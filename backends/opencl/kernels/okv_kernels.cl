@@ -279,7 +279,8 @@ __kernel void okv_update_lens(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __g
 __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar *aip_b, ulong aip_o,
                               __global const uchar *k_b, ulong k_o, __global const uchar *v_b, ulong v_o, int kv_dt,
                               __global const uchar *rk_b, ulong rk_o, __global const uchar *rv_b, ulong rv_o,
-                              int per_head, int prerot, float k_ratio, float v_ratio, __global int *flags, int commit)
+                              int per_head, int prerot, float k_ratio, float v_ratio, __global int *flags, int commit,
+                              __global float *keep_k, __global float *keep_v, int keep)
 {
     int r = (int)get_global_id(0);
     int head = (int)get_global_id(1);
@@ -302,14 +303,23 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
         __global const float *R = (__global const float *)(kv ? rv_b + rv_o : rk_b + rk_o);
         if (per_head) R += (ulong)head * OKV_D * OKV_D;
         float in[OKV_D];
+        for (int c = 0; c < OKV_D; ++c) in[c] = okv_ld(src, rowe + c, kv_dt);
         for (int c = 0; c < OKV_D; ++c) {
-            in[c] = okv_ld(src, rowe + c, kv_dt);
-            x[c] = 0.0f;
+#if OKV_HAS_FP64
+            /* double accumulation in the reference's order: the same rounded row */
+            double acc = 0.0;
+            for (int jj = 0; jj < OKV_D; ++jj) acc += (double)in[jj] * (double)R[jj * OKV_D + c];
+            x[c] = (float)acc;
+#else
+            float acc = 0.0f;
+            for (int jj = 0; jj < OKV_D; ++jj) acc = fma(in[jj], R[jj * OKV_D + c], acc);
+            x[c] = acc;
+#endif
         }
-        for (int jj = 0; jj < OKV_D; ++jj) {
-            float a = in[jj];
-            for (int c = 0; c < OKV_D; ++c) x[c] = fma(a, R[jj * OKV_D + c], x[c]);
-        }
+    }
+    if (keep) { /* dry run: keep the rotated row for the commit pass */
+        __global float *kp = kv ? keep_v : keep_k;
+        for (int c = 0; c < OKV_D; ++c) kp[rowe + c] = x[c];
     }
     if (pos >= OKV_S0 && pos < OKV_S0 + n2new) {
         int i = pos - OKV_S0;
@@ -749,12 +759,20 @@ okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, 
     barrier(CLK_LOCAL_MEM_FENCE);
     __global const float *R = (__global const float *)(r_b + r_o);
     if (per_head) R += (ulong)(h / head_group) * OKV_D * OKV_D;
+#if OKV_HAS_FP64
+    double s = 0.0;
+    if (transpose)
+        for (int j = 0; j < OKV_D; ++j) s += (double)xl[j] * (double)R[(ulong)c * OKV_D + j];
+    else
+        for (int j = 0; j < OKV_D; ++j) s += (double)xl[j] * (double)R[(ulong)j * OKV_D + c];
+#else
     float s = 0.0f;
     if (transpose)
         for (int j = 0; j < OKV_D; ++j) s = fma(xl[j], R[(ulong)c * OKV_D + j], s);
     else
         for (int j = 0; j < OKV_D; ++j) s = fma(xl[j], R[(ulong)j * OKV_D + c], s);
-    okv_st(o_b + o_o, rh * OKV_D + (ulong)c, o_dt, s);
+#endif
+    okv_st(o_b + o_o, rh * OKV_D + (ulong)c, o_dt, (float)s);
 }
 
 /* Grid (n): element-wise dtype conversion; with w (has_w), row t = i / row_elems of
