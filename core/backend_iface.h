@@ -14,6 +14,8 @@
 
 #include "oscarkv/oscarkv.h"
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -61,7 +63,18 @@ typedef struct okv_backend_ops {
     okv_status_t (*prefill_workspace)(void *state, const okv_prefill_params_t *p, size_t *bytes, okv_err_t *err);
     okv_status_t (*prefill)(void *state, const okv_prefill_params_t *p, okv_err_t *err);
     okv_status_t (*moments)(void *state, const okv_moments_params_t *p, okv_err_t *err);
+    /* Optional features (OKV_CAP_*); the core refuses a request that needs one the
+     * backend lacks. Modules whose struct_size ends before this field have none. */
+    uint32_t caps;
 } okv_backend_ops_t;
+
+#define OKV_CAP_KEY_BIAS 1u /* okv_append_params_t.k_bias and okv_rotate_params_t.bias */
+
+/* Capabilities of a table, reading `caps` only where the module's struct has it. */
+static inline uint32_t okv_backend_caps(const okv_backend_ops_t *ops)
+{
+    return ops->struct_size >= offsetof(okv_backend_ops_t, caps) + sizeof(uint32_t) ? ops->caps : 0u;
+}
 
 /* Exported by every module (visibility default):
  *   okv_status_t okv_backend_entry_v1(uint32_t core_iface_version, const okv_backend_ops_t **ops);

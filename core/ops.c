@@ -82,12 +82,20 @@ static okv_status_t view_owned(okv_context_t *ctx, const okv_cache_view_t *c)
         if (st != OKV_SUCCESS) return st;                                                                              \
     } while (0)
 
+/* A request for an optional feature the backend does not have. */
+static okv_status_t need_cap(okv_context_t *ctx, uint32_t cap, const char *what)
+{
+    if (okv_backend_caps(ctx->ops) & cap) return OKV_SUCCESS;
+    return okv_fail(&ctx->err, OKV_ERROR_UNSUPPORTED, "backend %s does not implement %s", ctx->ops->name, what);
+}
+
 OKV_API okv_status_t okv_rotate(okv_context_t *ctx, const okv_rotate_params_t *p)
 {
     BEGIN(ctx, p);
     TRY(okv_validate_rotate(p, &ctx->err));
-    const okv_ref_t refs[] = {p->x, p->out, p->rotation};
-    TRY(owned_by(ctx, refs, 3));
+    const okv_ref_t refs[] = {p->x, p->out, p->rotation, p->bias};
+    TRY(owned_by(ctx, refs, 4));
+    if (p->bias.buffer) TRY(need_cap(ctx, OKV_CAP_KEY_BIAS, "a bias in rotate"));
     if (p->n_rows == 0) return OKV_SUCCESS;
     return ctx->ops->rotate(ctx->state, p, &ctx->err);
 }
@@ -97,8 +105,9 @@ OKV_API okv_status_t okv_append(okv_context_t *ctx, const okv_append_params_t *p
     BEGIN(ctx, p);
     TRY(okv_validate_append(p, &ctx->err));
     TRY(view_owned(ctx, &p->cache));
-    const okv_ref_t refs[] = {p->k, p->v, p->append_indptr, p->k_rotation, p->v_rotation};
-    TRY(owned_by(ctx, refs, 5));
+    const okv_ref_t refs[] = {p->k, p->v, p->append_indptr, p->k_rotation, p->v_rotation, p->k_bias};
+    TRY(owned_by(ctx, refs, 6));
+    if (p->k_bias.buffer) TRY(need_cap(ctx, OKV_CAP_KEY_BIAS, "key centering (k_bias)"));
     return ctx->ops->append(ctx->state, p, &ctx->err);
 }
 

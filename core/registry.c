@@ -110,7 +110,7 @@ static void load_all(void)
         const okv_backend_ops_t *ops = NULL;
         okv_status_t st = entry ? entry(OKV_BACKEND_IFACE_VERSION, &ops) : OKV_ERROR_VERSION_MISMATCH;
         if (st != OKV_SUCCESS || !ops || ops->iface_version != OKV_BACKEND_IFACE_VERSION ||
-            ops->struct_size < sizeof(okv_backend_ops_t)) {
+            ops->struct_size < offsetof(okv_backend_ops_t, caps)) {
             snprintf(s->reason, sizeof s->reason, "unavailable: module rejected interface version %u (%s)",
                      OKV_BACKEND_IFACE_VERSION, entry ? okv_status_string(st) : "no entry point");
             continue;

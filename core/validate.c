@@ -84,6 +84,7 @@ okv_status_t okv_validate_rotate(const okv_rotate_params_t *p, okv_err_t *e)
     TRY(need_dt(e, p->x, n * okv_dtype_size(p->x_dtype), p->x_dtype, "x"));
     TRY(need_dt(e, p->out, n * okv_dtype_size(p->out_dtype), p->out_dtype, "out"));
     TRY(need(e, p->rotation, 4.0 * elems(n_rot, p->head_dim, p->head_dim), "rotation"));
+    if (p->bias.buffer) TRY(need(e, p->bias, 4.0 * n_rot * p->head_dim, "bias"));
     return OKV_SUCCESS;
 }
 
@@ -108,6 +109,8 @@ okv_status_t okv_validate_append(const okv_append_params_t *p, okv_err_t *e)
     TRY(check_rotation(e, p->v_rotation, p->per_head_rotation, d, "v_rotation"));
     TRY(check_ratio(e, p->k_clip_ratio, "k_clip_ratio"));
     TRY(check_ratio(e, p->v_clip_ratio, "v_clip_ratio"));
+    if (p->k_bias.buffer)
+        TRY(need(e, p->k_bias, 4.0 * (p->per_head_rotation ? d->n_kv_heads : 1) * d->head_dim, "k_bias"));
     return OKV_SUCCESS;
 }
 

@@ -5,7 +5,8 @@
  * recent rows at positions [S0 + I, min(L, S0 + I2)) are demoted first (quantized
  * from their stored bf16 values), then new position p = L + j goes to BF16 slot p
  * (p < S0), to INT2 index p - S0 quantized from the rotated fp32 row
- * (p < S0 + I2), or to the recent ring (rotated fp32 rounded to bf16).
+ * (p < S0 + I2), or to the recent ring (rotated fp32 rounded to bf16). With a key
+ * bias (centering), keys are (k - bias) R in both tiers.
  * Two passes: the first checks everything that can fail (metadata overflow,
  * overflow of a rotated row) without storing; the second stores. */
 #include "ref_ops.h"
@@ -21,6 +22,7 @@ typedef struct append_args {
     const float *rot[2];
     int32_t per_head;
     float clip[2];
+    const float *k_bias; /* [1 or Hkv][d], subtracted from keys before rotation; NULL: none */
 } append_args_t;
 
 static const char *kv_name(int kv) { return kv ? "V" : "K"; }
@@ -62,6 +64,11 @@ static okv_status_t place_new(okv_ref_cache_t *c, const append_args_t *a, int32_
                 size_t base = ((size_t)r * hkv + h) * d;
                 for (int i = 0; i < d; ++i)
                     x[i] = okv_ref_load(src, a->dtype, base + i);
+                if (kv == 0 && a->k_bias) {
+                    const float *mu = a->k_bias + (a->per_head ? (size_t)h * d : 0);
+                    for (int i = 0; i < d; ++i)
+                        x[i] -= mu[i];
+                }
                 okv_ref_rotate_row(x, a->rot[kv] + (a->per_head ? (size_t)h * d * d : 0), d, 0, x);
                 for (int i = 0; i < d; ++i)
                     if (!isfinite(x[i]) || (!to_int2 && !isfinite(okv_bf16_to_f32(okv_f32_to_bf16(x[i])))))
@@ -106,6 +113,15 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
                             const float *v_rotation, int32_t per_head_rotation, float k_clip_ratio, float v_clip_ratio,
                             okv_err_t *err)
 {
+    return okv_ref_append_centered(c, k, v, kv_dtype, append_indptr, n_rows, k_rotation, v_rotation, NULL,
+                                   per_head_rotation, k_clip_ratio, v_clip_ratio, err);
+}
+
+okv_status_t okv_ref_append_centered(okv_ref_cache_t *c, const void *k, const void *v, okv_dtype_t kv_dtype,
+                                     const int32_t *append_indptr, int32_t n_rows, const float *k_rotation,
+                                     const float *v_rotation, const float *k_bias, int32_t per_head_rotation,
+                                     float k_clip_ratio, float v_clip_ratio, okv_err_t *err)
+{
     const int d = c->head_dim;
     if (c->batch < 0 || n_rows < 0)
         return okv_ref_fail(err, OKV_ERROR_BAD_SHAPE, "append: batch %d, n_rows %d", c->batch, n_rows);
@@ -132,18 +148,26 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
     st = okv_ref_cache_validate(c, after, err);
     if (st == OKV_SUCCESS) {
         size_t n = (size_t)n_rows * c->n_kv_heads * d, nr = (size_t)(per_head_rotation ? c->n_kv_heads : 1) * d * d;
-        const void *arr[4] = {k, v, k_rotation, v_rotation};
-        const char *names[4] = {"k", "v", "k_rotation", "v_rotation"};
-        for (int i = 0; i < 4 && st == OKV_SUCCESS; ++i) {
-            int64_t bad = okv_ref_find_nonfinite(arr[i], i < 2 ? kv_dtype : OKV_DTYPE_F32, i < 2 ? n : nr);
+        size_t nb = (size_t)(per_head_rotation ? c->n_kv_heads : 1) * d;
+        const void *arr[5] = {k, v, k_rotation, v_rotation, k_bias};
+        const size_t count[5] = {n, n, nr, nr, k_bias ? nb : 0};
+        const char *names[5] = {"k", "v", "k_rotation", "v_rotation", "k_bias"};
+        for (int i = 0; i < 5 && st == OKV_SUCCESS; ++i) {
+            int64_t bad = count[i] ? okv_ref_find_nonfinite(arr[i], i < 2 ? kv_dtype : OKV_DTYPE_F32, count[i]) : -1;
             if (bad >= 0)
                 st = okv_ref_fail(err, OKV_ERROR_NONFINITE_INPUT, "append: %s[%lld] is not finite", names[i],
                                   (long long)bad);
         }
     }
     if (st == OKV_SUCCESS) {
-        append_args_t a = {
-            k, v, kv_dtype, append_indptr, {k_rotation, v_rotation}, per_head_rotation, {k_clip_ratio, v_clip_ratio}};
+        append_args_t a = {k,
+                           v,
+                           kv_dtype,
+                           append_indptr,
+                           {k_rotation, v_rotation},
+                           per_head_rotation,
+                           {k_clip_ratio, v_clip_ratio},
+                           k_bias};
         st = run_pass(c, &a, after, 0, err);
         if (st == OKV_SUCCESS) st = run_pass(c, &a, after, 1, err);
     }

@@ -79,19 +79,19 @@ static okv_status_t ref_synchronize(void *state, okv_err_t *err) { return OKV_SU
 
 static okv_status_t ref_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err)
 {
-    return okv_ref_rotate(okv_ref_ptr(p->x), p->x_dtype, okv_ref_ptr(p->out), p->out_dtype,
-                          (const float *)okv_ref_ptr(p->rotation), p->n_rows, p->n_heads, p->head_dim, p->per_head,
-                          p->head_group, p->transpose, err);
+    return okv_ref_rotate_biased(okv_ref_ptr(p->x), p->x_dtype, okv_ref_ptr(p->out), p->out_dtype,
+                                 (const float *)okv_ref_ptr(p->rotation), (const float *)okv_ref_ptr(p->bias),
+                                 p->n_rows, p->n_heads, p->head_dim, p->per_head, p->head_group, p->transpose, err);
 }
 
 static okv_status_t ref_append(void *state, const okv_append_params_t *p, okv_err_t *err)
 {
     okv_ref_cache_t c;
     okv_ref_cache_from_view(&p->cache, &c);
-    return okv_ref_append(&c, okv_ref_ptr(p->k), okv_ref_ptr(p->v), p->kv_dtype,
-                          (const int32_t *)okv_ref_ptr(p->append_indptr), p->n_rows,
-                          (const float *)okv_ref_ptr(p->k_rotation), (const float *)okv_ref_ptr(p->v_rotation),
-                          p->per_head_rotation, p->k_clip_ratio, p->v_clip_ratio, err);
+    return okv_ref_append_centered(
+        &c, okv_ref_ptr(p->k), okv_ref_ptr(p->v), p->kv_dtype, (const int32_t *)okv_ref_ptr(p->append_indptr),
+        p->n_rows, (const float *)okv_ref_ptr(p->k_rotation), (const float *)okv_ref_ptr(p->v_rotation),
+        (const float *)okv_ref_ptr(p->k_bias), p->per_head_rotation, p->k_clip_ratio, p->v_clip_ratio, err);
 }
 
 static okv_status_t ref_demote(void *state, const okv_demote_params_t *p, okv_err_t *err)
@@ -169,6 +169,7 @@ static const okv_backend_ops_t g_ref_ops = {
     ref_prefill_workspace,
     ref_prefill,
     ref_moments,
+    OKV_CAP_KEY_BIAS,
 };
 
 const okv_backend_ops_t *okv_ref_backend_ops(void) { return &g_ref_ops; }

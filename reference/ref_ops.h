@@ -63,6 +63,11 @@ void okv_ref_rotate_row_f64(const double *x, const float *r, int d, int transpos
 okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype, const float *rotation,
                             int32_t n_rows, int32_t n_heads, int32_t head_dim, int32_t per_head, int32_t head_group,
                             int32_t transpose, okv_err_t *err);
+/* okv_ref_rotate with an optional bias (f32 [n_rot, d], NULL: none): out = (x - bias) R. */
+okv_status_t okv_ref_rotate_biased(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype,
+                                   const float *rotation, const float *bias, int32_t n_rows, int32_t n_heads,
+                                   int32_t head_dim, int32_t per_head, int32_t head_group, int32_t transpose,
+                                   okv_err_t *err);
 
 /* ------------------------------------------------------------ quantizer -- */
 
@@ -144,6 +149,12 @@ okv_status_t okv_ref_append(okv_ref_cache_t *c, const void *k, const void *v, ok
                             const int32_t *append_indptr, int32_t n_rows, const float *k_rotation,
                             const float *v_rotation, int32_t per_head_rotation, float k_clip_ratio, float v_clip_ratio,
                             okv_err_t *err);
+/* okv_ref_append with optional key centering: keys become (k - k_bias) R (k_bias f32
+ * [1 or Hkv][d], NULL: none). */
+okv_status_t okv_ref_append_centered(okv_ref_cache_t *c, const void *k, const void *v, okv_dtype_t kv_dtype,
+                                     const int32_t *append_indptr, int32_t n_rows, const float *k_rotation,
+                                     const float *v_rotation, const float *k_bias, int32_t per_head_rotation,
+                                     float k_clip_ratio, float v_clip_ratio, okv_err_t *err);
 
 /* okv_demote: up to n_rows oldest recent rows of every sequence into INT2. */
 okv_status_t okv_ref_demote(okv_ref_cache_t *c, int32_t n_rows, float k_clip_ratio, float v_clip_ratio, okv_err_t *err);

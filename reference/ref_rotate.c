@@ -39,6 +39,15 @@ okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_d
                             int32_t n_rows, int32_t n_heads, int32_t head_dim, int32_t per_head, int32_t head_group,
                             int32_t transpose, okv_err_t *err)
 {
+    return okv_ref_rotate_biased(x, x_dtype, out, out_dtype, rotation, NULL, n_rows, n_heads, head_dim, per_head,
+                                 head_group, transpose, err);
+}
+
+okv_status_t okv_ref_rotate_biased(const void *x, okv_dtype_t x_dtype, void *out, okv_dtype_t out_dtype,
+                                   const float *rotation, const float *bias, int32_t n_rows, int32_t n_heads,
+                                   int32_t head_dim, int32_t per_head, int32_t head_group, int32_t transpose,
+                                   okv_err_t *err)
+{
     const int d = head_dim;
     if (d < 4 || d > OKV_FMT_MAX_HEAD_DIM || n_rows < 0 || n_heads < 1)
         return okv_ref_fail(err, OKV_ERROR_BAD_SHAPE, "rotate: n_rows %d, n_heads %d, head_dim %d", n_rows, n_heads,
@@ -58,14 +67,18 @@ okv_status_t okv_ref_rotate(const void *x, okv_dtype_t x_dtype, void *out, okv_d
     bad = okv_ref_find_nonfinite(rotation, OKV_DTYPE_F32, (size_t)n_rot * d * d);
     if (bad >= 0)
         return okv_ref_fail(err, OKV_ERROR_NONFINITE_INPUT, "rotate: rotation[%lld] is not finite", (long long)bad);
+    bad = bias ? okv_ref_find_nonfinite(bias, OKV_DTYPE_F32, (size_t)n_rot * d) : -1;
+    if (bad >= 0)
+        return okv_ref_fail(err, OKV_ERROR_NONFINITE_INPUT, "rotate: bias[%lld] is not finite", (long long)bad);
 
     float row[OKV_FMT_MAX_HEAD_DIM];
     for (int32_t t = 0; t < n_rows; ++t)
         for (int32_t h = 0; h < n_heads; ++h) {
             size_t base = ((size_t)t * n_heads + h) * d;
             const float *r = rotation + (per_head ? (size_t)(h / head_group) * d * d : 0);
+            const float *mu = bias ? bias + (per_head ? (size_t)(h / head_group) * d : 0) : NULL;
             for (int i = 0; i < d; ++i)
-                row[i] = okv_ref_load(x, x_dtype, base + i);
+                row[i] = okv_ref_load(x, x_dtype, base + i) - (mu ? mu[i] : 0.0f);
             okv_ref_rotate_row(row, r, d, transpose, row);
             for (int i = 0; i < d; ++i)
                 okv_ref_store(out, out_dtype, base + i, row[i]);

@@ -244,6 +244,8 @@ typedef struct okv_rotate_params {
     int32_t n_rows, n_heads, head_dim;
     int32_t per_head, head_group;
     int32_t transpose;
+    okv_ref_t bias; /* optional f32 [d] or [n_rot, d]: out = (x - bias) R (keys of a prefill chunk, centered
+                       like the cache's; see okv_append_params_t.k_bias) */
 } okv_rotate_params_t;
 OKV_API void okv_rotate_params_init(okv_rotate_params_t *p);
 OKV_API okv_status_t okv_rotate(okv_context_t *ctx, const okv_rotate_params_t *p);
@@ -266,6 +268,12 @@ typedef struct okv_append_params {
     okv_ref_t k_rotation, v_rotation;
     int32_t per_head_rotation;
     float k_clip_ratio, v_clip_ratio;
+    /* Optional key centering: f32 [d] (or [Hkv, d] with per-head rotations) subtracted
+     * from every key before rotation, e.g. the calibration's k_mean. Softmax is
+     * invariant to it (every logit of a query moves by the same -q.mean), so attention
+     * outputs are unchanged while the INT2 range shrinks; lse values are those of the
+     * centered logits. Backends without it return OKV_ERROR_UNSUPPORTED. */
+    okv_ref_t k_bias;
 } okv_append_params_t;
 OKV_API void okv_append_params_init(okv_append_params_t *p);
 OKV_API okv_status_t okv_append(okv_context_t *ctx, const okv_append_params_t *p);
@@ -402,6 +410,7 @@ typedef struct okv_calib_options {
     float v_clip_ratio;      /* default 0.92 */
     okv_cache_desc_t quant;  /* quantizer settings used when fitting clips */
     int32_t progress;        /* log progress lines at OKV_LOG_INFO */
+    int32_t center_keys;     /* store k_mean and fit clips on centered keys (default 1) */
 } okv_calib_options_t;
 
 typedef struct okv_calibrator okv_calibrator_t;
@@ -433,6 +442,7 @@ typedef struct okv_layer_rotation {
     const float *k_eigenvalues; /* [n_rot, d] ascending (NULL for methods without) */
     const float *v_eigenvalues;
     float k_clip_ratio, v_clip_ratio;
+    const float *k_mean; /* [n_rot, d] mean post-RoPE key of the calibration data, or NULL */
 } okv_layer_rotation_t;
 
 OKV_API okv_status_t okv_rotation_set_create(int32_t n_layers, int32_t head_dim, int32_t n_rot,
