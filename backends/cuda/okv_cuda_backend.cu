@@ -397,6 +397,7 @@ const okv_backend_ops_t g_ops = {
     cu_prefill_workspace,
     cu_prefill,
     cu_moments,
+    0, /* caps: no key centering (k_bias) yet */
 };
 
 } // namespace

@@ -157,6 +157,8 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi)
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&h);
 }
+__device__ __forceinline__ float bf_lo(uint32_t x) { return __uint_as_float(x << 16); }
+__device__ __forceinline__ float bf_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
 __device__ __forceinline__ float half_lo(uint32_t x) { return __half2float(__ushort_as_half((unsigned short)x)); }
 __device__ __forceinline__ float half_hi(uint32_t x)
 {
@@ -384,7 +386,11 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
     const int nbt = (jb1 - jb0 + TTB - 1) / TTB; /* BF16 stages of this CTA */
     const int my_b = nbt > warp ? (nbt - warp + NW - 1) / NW : 0;
     if (my_b > 0) {
-        uint32_t qb[MT][2]; /* bf16 B fragments, natural channel order */
+        /* bf16 B fragments, natural channel order. An f16/f32 query is split into
+         * hi + lo bf16 parts (two MMAs; P likewise) so the BF16 tier keeps ~16-bit
+         * operand precision; a bf16 query is exact in one part. */
+        const bool split = a.q_dtype != OKV_DTYPE_BF16;
+        uint32_t qb[MT][2], ql[MT][2];
 #pragma unroll
         for (int kt = 0; kt < MT; ++kt) {
             int c0 = kt * 16 + 2 * t;
@@ -394,6 +400,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                   v3 = hv ? ld_any(a.q, a.q_dtype, qbase + c0 + 9) : 0.f;
             qb[kt][0] = pack_bf2(v0, v1);
             qb[kt][1] = pack_bf2(v2, v3);
+            ql[kt][0] = pack_bf2(v0 - bf_lo(qb[kt][0]), v1 - bf_hi(qb[kt][0]));
+            ql[kt][1] = pack_bf2(v2 - bf_lo(qb[kt][1]), v3 - bf_hi(qb[kt][1]));
         }
         auto stage_ptr = [&](int s) { return wsm + (s % NSTB) * Geo<D>::SB; };
 #pragma unroll 1
@@ -424,6 +432,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                     uint32_t r[4];
                     ldsm_x4(r, ks + row * Geo<D>::RSB + (kt * 16 + (mi >> 1) * 8) * 2);
                     mma_bf16(acc, r[0], r[1], r[2], r[3], qb[kt][0], qb[kt][1]);
+                    if (split) mma_bf16(acc, r[0], r[1], r[2], r[3], ql[kt][0], ql[kt][1]);
                 }
             }
             float sc[2][2];
@@ -439,8 +448,13 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 o[i][0] *= corr[0]; o[i][2] *= corr[0];
                 o[i][1] *= corr[1]; o[i][3] *= corr[1];
             }
-            const uint32_t b0 = movtrans(pack_bf2(sc[0][0], sc[0][1]));
-            const uint32_t b1 = movtrans(pack_bf2(sc[1][0], sc[1][1]));
+            const uint32_t h0 = pack_bf2(sc[0][0], sc[0][1]), h1 = pack_bf2(sc[1][0], sc[1][1]);
+            const uint32_t b0 = movtrans(h0), b1 = movtrans(h1);
+            uint32_t bl0 = 0u, bl1 = 0u;
+            if (split) {
+                bl0 = movtrans(pack_bf2(sc[0][0] - bf_lo(h0), sc[0][1] - bf_hi(h0)));
+                bl1 = movtrans(pack_bf2(sc[1][0] - bf_lo(h1), sc[1][1] - bf_hi(h1)));
+            }
             {
                 const int mi = lane >> 3, tok = (mi >> 1) * 8 + (lane & 7);
 #pragma unroll
@@ -448,6 +462,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                     uint32_t r[4];
                     ldsm_x4_t(r, vs + tok * Geo<D>::RSB + (mt * 16 + (mi & 1) * 8) * 2);
                     mma_bf16(o[mt], r[0], r[1], r[2], r[3], b0, b1);
+                    if (split) mma_bf16(o[mt], r[0], r[1], r[2], r[3], bl0, bl1);
                 }
             }
             __syncwarp();
