@@ -63,15 +63,27 @@ def capture_calibration(model, tok, n_tokens, seq_len):
     return layers, sum(len(s) for s in seqs)
 
 
-def calibrate_all(layers, holdout, names):
+def calibrate_all(layers, holdout, names, cache_dir):
+    """Rotation sets per method, cached as rotation files in cache_dir (calibration is the slow part)."""
     sets = {}
+    means = [np.concatenate([k for _, k, _ in seqs]).astype(np.float64).mean(0) for seqs in layers]
     for name, kind, cal, clip in METHODS:
         if kind != "okv" or name not in names:
             continue
         method, target, fit, center = cal
-        rs = okv.calibrate(layers, method=method, value_target=target, fit_clips=fit, holdout_tokens=holdout,
-                           center_keys=center)
+        path = cache_dir / f"{name}.safetensors"
+        if path.exists():
+            rs = okv.RotationSet.load(path)
+        else:
+            rs = okv.calibrate(layers, method=method, value_target=target, fit_clips=fit, holdout_tokens=holdout,
+                               center_keys=center)
+            rs.save(path)
         rots = [rs.layer(i) for i in range(rs.n_layers)]
+        for i, r in enumerate(rots):
+            if not center:
+                r["k_mean"] = None
+            elif r.get("k_mean") is None:  # a library without k_mean output: the same mean, computed here
+                r["k_mean"] = means[i].astype(np.float32)[None]
         if clip is not None:
             for r in rots:
                 r["k_clip"] = r["v_clip"] = clip
@@ -111,7 +123,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.quick:
         a.contexts, a.eval_tokens, a.calib_tokens, a.calib_seq_len = [512], 512, 1024, 512
-        a.methods = ["bf16", "oscar"]
+        a.methods = ["bf16", "oscar-centered"]
         a.sink, a.recent = 16, 32
 
     t0 = time.time()
@@ -122,61 +134,79 @@ def main(argv=None):
     layers, n_cal = capture_calibration(model, tok, a.calib_tokens, a.calib_seq_len)
     log(f"captured {n_cal} calibration tokens")
     methods = [m for m in METHODS if m[0] in a.methods]
-    rot_sets = calibrate_all(layers, holdout=min(512, n_cal // 4), names=[m[0] for m in methods])
+    cache_dir = ROOT / "build" / "quality-calib-cache" / f"{a.calib_tokens}x{a.calib_seq_len}"
+    cache_dir.mkdir(parents=True, exist_ok=True)  # delete it after changing the calibration code
+    rot_sets = calibrate_all(layers, holdout=min(512, n_cal // 4), names=[m[0] for m in methods], cache_dir=cache_dir)
     del layers
     log("calibrated: " + ", ".join(rot_sets))
     clips = {name: [(r["k_clip"], r["v_clip"]) for r in rots] for name, rots in rot_sets.items()}
 
     ctx = okv.Context("ref")
     rows, per_layer = [], {}
-    for L in a.contexts:
-        segs = sequences(tok, "evaluation", max(a.eval_tokens, L), L)
-        segs = [s for s in segs if len(s) == L]
-        for name, kind, _, _ in methods:
-            for windows in ([False] if kind == "bf16" else [True, False]):
-                s0, w, f = (a.sink, a.recent, a.flush) if windows else (0, 0, 1)
-                hook = MixedAttention(n_layers, make_quantizer(ctx, kind, rot_sets.get(name), a.group), s0, w, f,
-                                      int2=kind != "bf16")
-                nll = np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs])
-                stats = [st.as_dict() for st in hook.stats]
-                int2_bits = KIVI_BITS if kind == "kivi" else 2.0 + 32.0 / a.group
-                bpe = 16.0 if kind == "bf16" else cache_rules.bits_per_element(L, int2_bits, s0, w)
-                row = {"method": name, "windows": windows, "ctx": L, "bpe": round(bpe, 4),
-                       "ppl": float(np.exp(nll.mean())), "tokens": int(nll.size),
-                       "attn_kl_mean": float(np.mean([s["attn_kl"] for s in stats])),
-                       "attn_out_relerr_mean": float(np.mean([s["attn_out_relerr"] for s in stats]))}
-                rows.append(row)
-                per_layer[f"{name}|{'win' if windows else 'nowin'}|{L}"] = stats
-                log(json.dumps(row))
+    meta = {"n_cal": n_cal, "clips": clips, "t0": t0, "backend": ctx.backend}
+    # most informative runs first: every row is written out as soon as it exists
+    plan = []
+    for windows in (True, False):
+        for L in a.contexts:
+            for name, kind, _, _ in methods:
+                if kind == "bf16" and not windows:
+                    continue
+                plan.append((L, name, kind, windows))
+    segs_of = {}
+    for L, name, kind, windows in plan:
+        if L not in segs_of:
+            segs = sequences(tok, "evaluation", max(a.eval_tokens, L), L)
+            segs_of[L] = [s for s in segs if len(s) == L]
+        s0, w, f = (a.sink, a.recent, a.flush) if windows else (0, 0, 1)
+        hook = MixedAttention(n_layers, make_quantizer(ctx, kind, rot_sets.get(name), a.group), s0, w, f,
+                              int2=kind != "bf16")
+        nll = np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs_of[L]])
+        stats = [st.as_dict() for st in hook.stats]
+        int2_bits = KIVI_BITS if kind == "kivi" else 2.0 + 32.0 / a.group
+        bpe = 16.0 if kind == "bf16" else cache_rules.bits_per_element(L, int2_bits, s0, w)
+        row = {"method": name, "windows": windows, "ctx": L, "bpe": round(bpe, 4),
+               "ppl": float(np.exp(nll.mean())), "tokens": int(nll.size),
+               "attn_kl_mean": float(np.mean([s["attn_kl"] for s in stats])),
+               "attn_out_relerr_mean": float(np.mean([s["attn_out_relerr"] for s in stats]))}
+        rows.append(row)
+        per_layer[f"{name}|{'win' if windows else 'nowin'}|{L}"] = stats
+        log(json.dumps(row))
+        write_outputs(a, argv, list(rows), dict(per_layer), meta)
+    log(f"done in {time.time() - t0:.0f} s")
 
+
+def write_outputs(a, argv, rows, per_layer, meta):
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     out = Path(a.out)
+    clips = dict(meta["clips"])
+    argv_note = ""
     if a.merge and out.with_suffix(".json").exists():
         old = json.loads(out.with_suffix(".json").read_text())
+        if "merged_from" in old:
+            old = old["merged_from"]
+        meta.setdefault("base", old)
+        base = meta["base"]
         mine = {(r["method"], r["windows"], r["ctx"]) for r in rows}
-        rows = [r for r in old["rows"] if (r["method"], r["windows"], r["ctx"]) not in mine] + rows
-        per_layer = {**old["per_layer"], **per_layer}
-        clips = {**old["settings"]["clip_ratios"], **clips}
-        argv_note = " (merged into an earlier run: " + old["command"] + ")"
-    else:
-        argv_note = ""
+        rows = [r for r in base["rows"] if (r["method"], r["windows"], r["ctx"]) not in mine] + rows
+        per_layer = {**base["per_layer"], **per_layer}
+        clips = {**base["settings"]["clip_ratios"], **clips}
+        argv_note = " (merged into an earlier run: " + base["command"] + ")"
     order = {m[0]: i for i, m in enumerate(METHODS)}
     rows.sort(key=lambda r: (r["ctx"], order.get(r["method"], 99), not r["windows"]))
     result = {"model": "Gemma 3 270M (google/gemma-3-270m, GGUF Q4_K_M dequantized, numpy forward pass)",
-              "calib_text": f"Python 3.11 documentation (Debian python3.11-doc), {n_cal} tokens",
+              "calib_text": f"Python 3.11 documentation (Debian python3.11-doc), {meta['n_cal']} tokens",
               "eval_text": "King James Bible (Debian bible-kjv-text)",
               "date": datetime.date.today().isoformat(), "commit": commit,
               "command": "PYTHONPATH=python python3 -m oscarkv_eval.run_quality " + " ".join(argv or sys.argv[1:])
               + argv_note,
               "settings": {"group": a.group, "meta": "f16", "sink": a.sink, "recent": a.recent, "flush": a.flush,
-                           "clip_ratios": clips, "backend": ctx.backend},
-              "rows": rows, "per_layer": per_layer, "seconds": round(time.time() - t0, 1)}
+                           "clip_ratios": clips, "backend": meta["backend"]},
+              "rows": rows, "per_layer": per_layer, "seconds": round(time.time() - meta["t0"], 1)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     from oscarkv_eval.report import write_report
     write_report(result, out)
-    log(f"wrote {out}.json/.md/.png in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
