@@ -293,6 +293,8 @@ static okv_status_t ocl_create(int32_t device, void *native_stream, void **state
         goto fail;
     }
     if (st->compute_units == 0) st->compute_units = 1;
+    const char *lml = getenv("OKV_OPENCL_LOCAL_MEM_LIMIT"); /* testing: behave like a smaller device */
+    if (lml && *lml && (cl_ulong)atol(lml) < st->local_mem) st->local_mem = (cl_ulong)atol(lml);
     st->flags = clCreateBuffer(st->context, CL_MEM_READ_WRITE, 64, NULL, &e);
     if (e != CL_SUCCESS) {
         st->flags = NULL;
@@ -453,14 +455,14 @@ okv_status_t ocl_config_from_desc(const ocl_state_t *st, const okv_cache_desc_t 
     }
     /* attention chunk (okv_attn_split's local memory, floats): q GQA*D, sum(q), scores and
      * tree GQA*CH each, V metadata 2*NG*CH, token offsets CH ulongs; the final
-     * reduction reuses it and needs 4*GQA*D + 8*GQA. */
+     * reduction reuses it and needs 4*D + 8. */
     int ch = cfg->d;
     size_t budget = (size_t)st->local_mem > 512 ? (size_t)st->local_mem - 512 : 0;
     size_t ng = (size_t)(cfg->d / cfg->gs), g = (size_t)cfg->gqa, d = (size_t)cfg->d;
     for (;;) {
         size_t c = (size_t)ch;
         size_t main_f = g * d + 4 * ((g + 3) / 4) + 2 * g * c + 2 * ng * c;
-        size_t fin_f = 4 * g * d + 8 * g;
+        size_t fin_f = 4 * d + 8;
         size_t bytes = 4 * (main_f > fin_f ? main_f : fin_f) + 8 * c;
         if (bytes <= budget) break;
         if (ch <= 16 || fin_f * 4 + 8 * 16 > budget) {

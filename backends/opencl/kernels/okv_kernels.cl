@@ -395,9 +395,9 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
 #define OKV_LM_VM (OKV_LM_RED + OKV_GQA * OKV_CH)
 #define OKV_LM_MAIN (OKV_LM_VM + 2 * OKV_NG * OKV_CH)
 #define OKV_LM_FIN_ACC 0
-#define OKV_LM_FIN_L (OKV_NTG * OKV_GQA * OKV_D)
-#define OKV_LM_FIN_B (OKV_LM_FIN_L + OKV_NTG * OKV_GQA)
-#define OKV_LM_FIN (OKV_LM_FIN_B + OKV_NTG * OKV_GQA)
+#define OKV_LM_FIN_L (OKV_NTG * OKV_D)
+#define OKV_LM_FIN_B (OKV_LM_FIN_L + OKV_NTG)
+#define OKV_LM_FIN (OKV_LM_FIN_B + OKV_NTG)
 #define OKV_LM_SIZE (OKV_LM_MAIN > OKV_LM_FIN ? OKV_LM_MAIN : OKV_LM_FIN)
 #ifndef OKV_VEC
 #define OKV_VEC 0
@@ -670,25 +670,23 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
-    /* ---- (4) sum the 4 token groups, write the partial ---- */
-    for (int i = 0; i < OKV_GQA; ++i)
-        for (int k = 0; k < 4; ++k) {
-            int c = tier == 1 ? k * OKV_Q4 + jb : 4 * jb + k;
-            lm[OKV_LM_FIN_ACC + (tg * OKV_GQA + i) * OKV_D + c] = acc[i][k];
-        }
-    if (jb == 0)
-        for (int i = 0; i < OKV_GQA; ++i) {
-            lm[OKV_LM_FIN_L + tg * OKV_GQA + i] = l[i];
-            lm[OKV_LM_FIN_B + tg * OKV_GQA + i] = bl[i];
-        }
-    barrier(CLK_LOCAL_MEM_FENCE);
+    /* ---- (4) sum the 4 token groups (one head at a time through local memory), write ---- */
     __global float *ws = (__global float *)(ws_b + ws_o);
     for (int i = 0; i < OKV_GQA; ++i) {
+        for (int k = 0; k < 4; ++k) {
+            int c = tier == 1 ? k * OKV_Q4 + jb : 4 * jb + k;
+            lm[OKV_LM_FIN_ACC + tg * OKV_D + c] = acc[i][k];
+        }
+        if (jb == 0) {
+            lm[OKV_LM_FIN_L + tg] = l[i];
+            lm[OKV_LM_FIN_B + tg] = bl[i];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
         float a = 0.0f, lt = 0.0f, bt = 0.0f;
         for (int g = 0; g < OKV_NTG; ++g) {
-            a += lm[OKV_LM_FIN_ACC + (g * OKV_GQA + i) * OKV_D + lid];
-            lt += lm[OKV_LM_FIN_L + g * OKV_GQA + i];
-            bt += lm[OKV_LM_FIN_B + g * OKV_GQA + i];
+            a += lm[OKV_LM_FIN_ACC + g * OKV_D + lid];
+            lt += lm[OKV_LM_FIN_L + g];
+            bt += lm[OKV_LM_FIN_B + g];
         }
         ulong base = (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
                      (ulong)(OKV_D + 2);
@@ -697,6 +695,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             ws[base + OKV_D] = m[i];
             ws[base + OKV_D + 1] = lt;
         }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
 
