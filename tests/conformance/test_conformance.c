@@ -116,7 +116,7 @@ int main(int argc, char **argv)
     snprintf(name, sizeof name, "%s.%s", g_op, g_backend);
     Suite *s = suite_create("conformance");
     TCase *tc = tcase_create(name);
-    tcase_set_timeout(tc, 1200); /* the whole op on a slow device (PoCL JIT included) */
+    tcase_set_timeout(tc, 1500); /* the whole op on a slow device (PoCL JIT included) */
     tcase_add_test(tc, test_op_backend);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
