@@ -279,9 +279,11 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
         OKV_TRY(check_finite(st, pr, p->x, p->x_dtype, rows * (size_t)d, err));
         OKV_TRY(check_finite(st, pr, p->rotation, OKV_DTYPE_F32,
                              (size_t)(p->per_head ? p->n_heads / hg : 1) * (size_t)d * (size_t)d, err));
+        OKV_TRY(check_finite(st, pr, p->bias, OKV_DTYPE_F32, (size_t)(p->per_head ? p->n_heads / hg : 1) * (size_t)d,
+                             err));
         OKV_TRY(flags_check(st, "rotate", err));
     }
-    if (use_clblast(st, rows)) {
+    if (use_clblast(st, rows) && !p->bias.buffer) {
         cl_mem y;
         int done = 0;
         OKV_TRY(rotate_to_f32(st, pr, p->x, p->x_dtype, p->rotation, p->n_rows, p->n_heads, d, p->per_head, hg,
@@ -302,6 +304,8 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
     arg_i32(&a, p->per_head);
     arg_i32(&a, hg);
     arg_i32(&a, p->transpose);
+    arg_ref(&a, p->bias);
+    arg_i32(&a, p->bias.buffer != NULL);
     size_t gws[2] = {(size_t)d, rows}, lws[2] = {(size_t)d, 1};
     return launch(st, &a, "okv_rotate", 2, gws, lws, err);
 }
@@ -367,6 +371,8 @@ static okv_status_t append_rows(ocl_state_t *st, ocl_program_t *pr, const okv_ap
     arg_mem(&a, keep_k ? keep_k : st->dummy);
     arg_mem(&a, keep_v ? keep_v : st->dummy);
     arg_i32(&a, keep_k != NULL);
+    arg_ref(&a, p->k_bias);
+    arg_i32(&a, p->k_bias.buffer != NULL);
     size_t gws[3] = {(size_t)p->n_rows, (size_t)v->desc->n_kv_heads, 2};
     return launch(st, &a, "okv_append_rows", 3, gws, NULL, err);
 }
@@ -391,6 +397,7 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
     OKV_TRY(check_finite(st, pr, p->v, p->kv_dtype, n, err));
     OKV_TRY(check_finite(st, pr, p->k_rotation, OKV_DTYPE_F32, nr, err));
     OKV_TRY(check_finite(st, pr, p->v_rotation, OKV_DTYPE_F32, nr, err));
+    OKV_TRY(check_finite(st, pr, p->k_bias, OKV_DTYPE_F32, (size_t)(p->per_head_rotation ? hkv : 1) * (size_t)d, err));
     OKV_TRY(flags_check(st, "append", err));
     /* Rotation. With fp64 the kernel accumulates each rotated row in double in the
      * reference's order (bit-identical rows, codes and metadata) and keeps the rows
@@ -400,7 +407,7 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
     okv_ref_t kin = p->k, vin = p->v;
     okv_buffer_t kb, vb;
     const char *ag = getenv("OKV_OPENCL_APPEND_GEMM");
-    int gemm_ok = !st->has_fp64 || (ag && *ag && *ag != '0');
+    int gemm_ok = (!st->has_fp64 || (ag && *ag && *ag != '0')) && !p->k_bias.buffer;
     if (p->n_rows > 0 && gemm_ok && use_clblast(st, (size_t)p->n_rows * (size_t)hkv)) {
         cl_mem ky, vy;
         int dk = 0, dv = 0;

@@ -714,7 +714,7 @@ static const okv_backend_ops_t k_ops = {
     ocl_prefill_workspace,
     ocl_prefill,
     ocl_moments,
-    0, /* caps: no key centering (k_bias) yet */
+    OKV_CAP_KEY_BIAS, /* caps: key centering (k_bias in append, bias in rotate) */
 };
 
 __attribute__((visibility("default"))) okv_status_t okv_backend_entry_v1(uint32_t core_iface_version,

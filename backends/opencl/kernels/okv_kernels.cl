@@ -280,7 +280,8 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
                               __global const uchar *k_b, ulong k_o, __global const uchar *v_b, ulong v_o, int kv_dt,
                               __global const uchar *rk_b, ulong rk_o, __global const uchar *rv_b, ulong rv_o,
                               int per_head, int prerot, float k_ratio, float v_ratio, __global int *flags, int commit,
-                              __global float *keep_k, __global float *keep_v, int keep)
+                              __global float *keep_k, __global float *keep_v, int keep, __global const uchar *kb_b,
+                              ulong kb_o, int has_kb)
 {
     int r = (int)get_global_id(0);
     int head = (int)get_global_id(1);
@@ -304,6 +305,10 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
         if (per_head) R += (ulong)head * OKV_D * OKV_D;
         float in[OKV_D];
         for (int c = 0; c < OKV_D; ++c) in[c] = okv_ld(src, rowe + c, kv_dt);
+        if (kv == 0 && has_kb) { /* key centering: (k - bias) R */
+            __global const float *mu = (__global const float *)(kb_b + kb_o) + (per_head ? (ulong)head * OKV_D : 0ul);
+            for (int c = 0; c < OKV_D; ++c) in[c] -= mu[c];
+        }
         for (int c = 0; c < OKV_D; ++c) {
 #if OKV_HAS_FP64
             /* double accumulation in the reference's order: the same rounded row */
@@ -748,13 +753,17 @@ okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uc
  * work-group reads its row into local memory first, so out may alias x. */
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, ulong o_o, int o_dt,
-           __global const uchar *r_b, ulong r_o, int n_heads, int per_head, int head_group, int transpose)
+           __global const uchar *r_b, ulong r_o, int n_heads, int per_head, int head_group, int transpose,
+           __global const uchar *bias_b, ulong bias_o, int has_bias)
 {
     __local float xl[OKV_D];
     const int c = (int)get_local_id(0);
     const ulong rh = get_global_id(1);
     const int h = (int)(rh % (ulong)n_heads);
-    xl[c] = okv_ld(x_b + x_o, rh * OKV_D + (ulong)c, x_dt);
+    float xv = okv_ld(x_b + x_o, rh * OKV_D + (ulong)c, x_dt);
+    if (has_bias) /* out = (x - bias) R */
+        xv -= ((__global const float *)(bias_b + bias_o))[(per_head ? (ulong)(h / head_group) * OKV_D : 0ul) + (ulong)c];
+    xl[c] = xv;
     barrier(CLK_LOCAL_MEM_FENCE);
     __global const float *R = (__global const float *)(r_b + r_o);
     if (per_head) R += (ulong)(h / head_group) * OKV_D * OKV_D;

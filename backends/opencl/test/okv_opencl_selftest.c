@@ -204,15 +204,16 @@ static void cmp_twin(twin_t *t, okv_dtype_t dt, size_t n, double tol, const char
 
 /* ------------------------------------------------------------------ rotate -- */
 static void test_rotate(int n_rows, int n_heads, int d, okv_dtype_t xt, okv_dtype_t ot, int per_head, int hg,
-                        int transpose, int inplace)
+                        int transpose, int inplace, int with_bias)
 {
     char name[160];
-    snprintf(name, sizeof name, "rotate n%d h%d d%d x%d o%d ph%d hg%d T%d ip%d", n_rows, n_heads, d, xt, ot, per_head,
-             hg, transpose, inplace);
+    snprintf(name, sizeof name, "rotate n%d h%d d%d x%d o%d ph%d hg%d T%d ip%d bias%d", n_rows, n_heads, d, xt, ot,
+             per_head, hg, transpose, inplace, with_bias);
     size_t n = (size_t)n_rows * n_heads * d;
     twin_t *x = tw_random(n, xt, 1.0, 0);
     twin_t *o = inplace ? x : tw_new(n * dsz(ot));
     twin_t *r = tw_rotation(per_head ? n_heads / hg : 1, d);
+    twin_t *bias = with_bias ? tw_random((size_t)(per_head ? n_heads / hg : 1) * d, OKV_DTYPE_F32, 0.5, 1.0) : NULL;
     okv_rotate_params_t p[2];
     for (int dev = 0; dev < 2; ++dev) {
         memset(&p[dev], 0, sizeof p[dev]);
@@ -228,6 +229,7 @@ static void test_rotate(int n_rows, int n_heads, int d, okv_dtype_t xt, okv_dtyp
         p[dev].per_head = per_head;
         p[dev].head_group = hg;
         p[dev].transpose = transpose;
+        p[dev].bias = RF(bias, dev);
     }
     okv_err_t e1 = {{0}}, e2 = {{0}};
     okv_status_t s1 = R->rotate(RS, &p[0], &e1), s2 = O->rotate(OS, &p[1], &e2);
@@ -240,6 +242,7 @@ static void test_rotate(int n_rows, int n_heads, int d, okv_dtype_t xt, okv_dtyp
     if (o != x) tw_free(o);
     tw_free(x);
     tw_free(r);
+    tw_free(bias);
 }
 
 /* ----------------------------------------------------------------- moments -- */
@@ -287,7 +290,7 @@ typedef struct cache {
     int batch;
     twin_t *i2pool, *bfpool, *i2ptr, *i2idx, *bfptr, *bfidx, *seql, *i2l;
     int i2pages, bfpages;
-    twin_t *rk, *rv;
+    twin_t *rk, *rv, *kbias;
     int per_head;
 } cache_t;
 
@@ -372,7 +375,7 @@ static cache_t *cache_new(int batch, int hq, int hkv, int d, int g, okv_dtype_t 
 
 static void cache_free(cache_t *c)
 {
-    twin_t *all[] = {c->i2pool, c->bfpool, c->i2ptr, c->i2idx, c->bfptr, c->bfidx, c->seql, c->i2l, c->rk, c->rv};
+    twin_t *all[] = {c->i2pool, c->bfpool, c->i2ptr, c->i2idx, c->bfptr, c->bfidx, c->seql, c->i2l, c->rk, c->rv, c->kbias};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) tw_free(all[i]);
     free(c);
 }
@@ -480,6 +483,7 @@ static void do_append(cache_t *c, const int *n_new, okv_dtype_t dt, float kr, fl
         p[dev].per_head_rotation = c->per_head;
         p[dev].k_clip_ratio = kr;
         p[dev].v_clip_ratio = vr;
+        p[dev].k_bias = RF(c->kbias, dev);
     }
     okv_err_t e1 = {{0}}, e2 = {{0}};
     okv_status_t s1 = R->append(RS, &p[0], &e1), s2 = O->append(OS, &p[1], &e2);
@@ -656,11 +660,13 @@ static void scenario(int batch, int hq, int hkv, int d, int g, okv_dtype_t meta,
                      int per_head, okv_dtype_t dt)
 {
     char tag[160];
-    snprintf(tag, sizeof tag, "[b%d hq%d hkv%d d%d g%d m%d q%d c%d win%d,%d,%d p%d ph%d]", batch, hq, hkv, d, g,
-             (int)meta, (int)qz, (int)clip, s0, w, f, page, per_head);
+    snprintf(tag, sizeof tag, "[b%d hq%d hkv%d d%d g%d m%d q%d c%d win%d,%d,%d p%d ph%d kb%d]", batch, hq, hkv, d, g,
+             (int)meta, (int)qz, (int)clip, s0, w, f, page, per_head, per_head || g != d);
     int mx = 0;
     for (int b = 0; b < batch; ++b) mx = prefill_len[b] > mx ? prefill_len[b] : mx;
     cache_t *c = cache_new(batch, hq, hkv, d, g, meta, qz, clip, s0, w, f, page, mx + steps + 64, per_head);
+    if (per_head || g != d) /* key centering in some scenarios */
+        c->kbias = tw_random((size_t)(per_head ? hkv : 1) * d, OKV_DTYPE_F32, 0.3, 3.0);
     do_append(c, prefill_len, dt, 0.96f, 0.92f, tag);
     int *ones = malloc(sizeof(int) * batch);
     for (int s = 0; s < steps; ++s) {
@@ -723,12 +729,14 @@ int main(int argc, char **argv)
     CHECK_OK(R->create(0, NULL, &RS, &err), "ref create");
 
     /* rotate: kernel path (few rows) and GEMM path (>= 256 rows x heads) */
-    test_rotate(3, 4, 64, OKV_DTYPE_F32, OKV_DTYPE_F32, 0, 1, 0, 0);
-    test_rotate(5, 8, 128, OKV_DTYPE_BF16, OKV_DTYPE_F32, 1, 2, 1, 0);
-    test_rotate(2, 2, 256, OKV_DTYPE_F16, OKV_DTYPE_F16, 1, 1, 0, 1);
-    test_rotate(64, 8, 128, OKV_DTYPE_F32, OKV_DTYPE_F32, 0, 1, 0, 0);
-    test_rotate(40, 8, 64, OKV_DTYPE_BF16, OKV_DTYPE_BF16, 1, 4, 1, 0);
-    test_rotate(33, 8, 128, OKV_DTYPE_F32, OKV_DTYPE_F32, 1, 1, 0, 1);
+    test_rotate(3, 4, 64, OKV_DTYPE_F32, OKV_DTYPE_F32, 0, 1, 0, 0, 0);
+    test_rotate(5, 8, 128, OKV_DTYPE_BF16, OKV_DTYPE_F32, 1, 2, 1, 0, 0);
+    test_rotate(2, 2, 256, OKV_DTYPE_F16, OKV_DTYPE_F16, 1, 1, 0, 1, 0);
+    test_rotate(64, 8, 128, OKV_DTYPE_F32, OKV_DTYPE_F32, 0, 1, 0, 0, 0);
+    test_rotate(40, 8, 64, OKV_DTYPE_BF16, OKV_DTYPE_BF16, 1, 4, 1, 0, 0);
+    test_rotate(33, 8, 128, OKV_DTYPE_F32, OKV_DTYPE_F32, 1, 1, 0, 1, 0);
+    test_rotate(6, 4, 128, OKV_DTYPE_BF16, OKV_DTYPE_F32, 1, 2, 0, 0, 1);
+    test_rotate(70, 4, 64, OKV_DTYPE_F32, OKV_DTYPE_F32, 0, 1, 0, 0, 1);
 
     /* moments: kernel path and GEMM path, f32 / f64 accumulators, weights */
     test_moments(7, 4, 64, 2, OKV_DTYPE_F32, OKV_DTYPE_F64, 1);
