@@ -51,7 +51,7 @@ else
 fi
 
 stamp selftest
-timeout 60 $B/bin/okv-opencl-selftest --quick > "$OUT/selftest.txt" 2>&1
+timeout "${OKV_SELFTEST_TIMEOUT:-35}" $B/bin/okv-opencl-selftest --quick > "$OUT/selftest.txt" 2>&1
 echo "selftest exit $?" >> "$OUT/selftest.txt"
 grep -E "^probe|^device|FAIL|passed|exit" "$OUT/selftest.txt"
 
