@@ -23,7 +23,14 @@
 /* Largest wave width of any supported target (AMD wave64); sizes shared scratch. */
 #define OKV_WAVE_MAX 64
 
-#if defined(__HIP__) /* clang, HIP language: AMD GPUs */
+/* Kernel launch (a macro so that the CPU emulator used by the local tests can
+ * replace it; a kernel name holding a comma is passed in parentheses). */
+#define OKVH_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+
+#if defined(OKV_HIP_EMULATE) /* tests only: run the kernels on the CPU (emu/okv_hip_emu.h) */
+#include "emu/okv_hip_emu.h"
+
+#elif defined(__HIP__) /* clang, HIP language: AMD GPUs */
 #include <hip/hip_runtime.h>
 #define OKV_HIP_VENDOR_AMD 1
 #if defined(__HIP_DEVICE_COMPILE__)
@@ -104,5 +111,4 @@ __device__ __forceinline__ float okv_wave_min(float v)
     for (int o = OKV_WAVE / 2; o > 0; o >>= 1) v = fminf(v, okv_shfl_xor(v, o));
     return v;
 }
-
 #endif /* OKV_HIP_ALIAS_H */

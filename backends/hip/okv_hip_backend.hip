@@ -69,8 +69,8 @@ okv_status_t set_device(okvh_state_t *st, okv_err_t *err)
 
 void device_arch(const hipDeviceProp_t &p, char *out, size_t cap)
 {
-#if defined(OKV_HIP_VENDOR_AMD)
-    snprintf(out, cap, "%s", p.gcnArchName);
+#if defined(OKV_HIP_VENDOR_AMD) || defined(OKV_HIP_VENDOR_EMU)
+    snprintf(out, cap, "%.63s", p.gcnArchName);
 #else
     snprintf(out, cap, "sm_%d%d", p.major, p.minor);
 #endif

@@ -767,7 +767,7 @@ extern "C" int okvh_validate_launch(const okvh_state_t *st, const okvh_cache_t *
 {
     if (c->batch <= 0) return hipSuccess;
     const int threads = 128;
-    validate_kernel<<<(c->batch + threads - 1) / threads, threads, 0, S(st)>>>(*c, need_mode, n, aip, row_mode, rip,
+    OKVH_LAUNCH(validate_kernel, (c->batch + threads - 1) / threads, threads, S(st), *c, need_mode, n, aip, row_mode, rip,
                                                                                n_rows, st->d_flags);
     return hipGetLastError();
 }
@@ -778,7 +778,7 @@ extern "C" int okvh_check_finite_launch(const okvh_state_t *st, const void *x, i
     const int threads = 256;
     size_t blocks = (n + threads - 1) / threads;
     if (blocks > 4096) blocks = 4096;
-    finite_kernel<<<(unsigned)blocks, threads, 0, S(st)>>>(x, dtype, n, st->d_flags);
+    OKVH_LAUNCH(finite_kernel, (unsigned)blocks, threads, S(st), x, dtype, n, st->d_flags);
     return hipGetLastError();
 }
 
@@ -788,7 +788,7 @@ extern "C" int okvh_rotate_launch(const okvh_state_t *st, const void *x, int xd,
     const long long items = (long long)n_rows * n_heads;
     if (items == 0) return hipSuccess;
     if (okvh_bad_dim(d)) return hipSuccess;
-    OKVH_BY_D(d, (rotate_kernel<D><<<(unsigned)items, st->warp, 0, S(st)>>>(x, xd, out, od, R, n_heads, per_head,
+    OKVH_BY_D(d, (OKVH_LAUNCH(rotate_kernel<D>, (unsigned)items, st->warp, S(st), x, xd, out, od, R, n_heads, per_head,
                                                                                hg > 0 ? hg : 1, transpose)));
     return hipGetLastError();
 }
@@ -801,18 +801,18 @@ extern "C" int okvh_append_launch(const okvh_state_t *st, const okvh_cache_t *cp
     if (c.batch == 0) return hipSuccess;
     const int maxdem = c.w + c.f;
     dim3 g1((unsigned)(maxdem * 2 * c.hkv), (unsigned)c.batch);
-    OKVH_BY_D(c.d, (demote_kernel<D><<<g1, st->warp, 0, S(st)>>>(c, aip, 0, kclip, vclip, st->d_flags, commit)));
+    OKVH_BY_D(c.d, (OKVH_LAUNCH(demote_kernel<D>, g1, st->warp, S(st), c, aip, 0, kclip, vclip, st->d_flags, commit)));
     hipError_t e = hipGetLastError();
     if (e != hipSuccess) return e;
     if (n_rows > 0) {
         const long long items = (long long)n_rows * 2 * c.hkv;
-        OKVH_BY_D(c.d, (place_kernel<D><<<(unsigned)items, st->warp, 0, S(st)>>>(
+        OKVH_BY_D(c.d, (OKVH_LAUNCH(place_kernel<D>, (unsigned)items, st->warp, S(st), 
                            c, k, v, dtype, aip, n_rows, krot, vrot, per_head, kclip, vclip, st->d_flags, commit)));
         e = hipGetLastError();
         if (e != hipSuccess) return e;
     }
     if (!commit) return hipSuccess;
-    lens_kernel<<<(c.batch + 127) / 128, 128, 0, S(st)>>>(c, aip, n_rows);
+    OKVH_LAUNCH(lens_kernel, (c.batch + 127) / 128, 128, S(st), c, aip, n_rows);
     return hipGetLastError();
 }
 
@@ -825,10 +825,10 @@ extern "C" int okvh_demote_launch(const okvh_state_t *st, const okvh_cache_t *cp
     if (n_rows < maxdem) maxdem = n_rows;
     dim3 g1((unsigned)(maxdem * 2 * c.hkv), (unsigned)c.batch);
     OKVH_BY_D(c.d,
-              (demote_kernel<D><<<g1, st->warp, 0, S(st)>>>(c, nullptr, n_rows, kclip, vclip, st->d_flags, commit)));
+              (OKVH_LAUNCH(demote_kernel<D>, g1, st->warp, S(st), c, nullptr, n_rows, kclip, vclip, st->d_flags, commit)));
     hipError_t e = hipGetLastError();
     if (e != hipSuccess || !commit) return e;
-    lens_kernel<<<(c.batch + 127) / 128, 128, 0, S(st)>>>(c, nullptr, n_rows);
+    OKVH_LAUNCH(lens_kernel, (c.batch + 127) / 128, 128, S(st), c, nullptr, n_rows);
     return hipGetLastError();
 }
 
@@ -838,7 +838,7 @@ extern "C" int okvh_dequantize_launch(const okvh_state_t *st, const okvh_cache_t
     const okvh_cache_t c = *cp;
     const long long items = (long long)out_rows * 2 * c.hkv;
     if (items == 0 || c.batch == 0) return hipSuccess;
-    OKVH_BY_D(c.d, (dequant_kernel<D><<<(unsigned)items, st->warp, 0, S(st)>>>(c, out_indptr, kout, vout, od)));
+    OKVH_BY_D(c.d, (OKVH_LAUNCH(dequant_kernel<D>, (unsigned)items, st->warp, S(st), c, out_indptr, kout, vout, od)));
     return hipGetLastError();
 }
 
@@ -877,15 +877,15 @@ extern "C" int okvh_decode_launch(const okvh_state_t *st, const okvh_decode_args
     dim3 grid((unsigned)splits, (unsigned)(c.hkv * nchunks), (unsigned)c.batch);
     const int threads = OKVH_DEC_WAVES * st->warp;
     if (st->use_mfma && st->warp == 64 /* the MFMA tiles assume wave64 (CDNA) */)
-        OKVH_BY_D(c.d, (decode_split_kernel<D, true><<<grid, threads, 0, S(st)>>>(c, a->q, a->q_dtype, sm, splits,
+        OKVH_BY_D(c.d, (OKVH_LAUNCH((decode_split_kernel<D, true>), grid, threads, S(st), c, a->q, a->q_dtype, sm, splits,
                                                                                    nchunks, ws)));
     else
-        OKVH_BY_D(c.d, (decode_split_kernel<D, false><<<grid, threads, 0, S(st)>>>(c, a->q, a->q_dtype, sm, splits,
+        OKVH_BY_D(c.d, (OKVH_LAUNCH((decode_split_kernel<D, false>), grid, threads, S(st), c, a->q, a->q_dtype, sm, splits,
                                                                                     nchunks, ws)));
     hipError_t e = hipGetLastError();
     if (e != hipSuccess) return e;
     const unsigned rows = (unsigned)(c.batch * c.hq);
-    OKVH_BY_D(c.d, (decode_merge_kernel<D><<<rows, D, 0, S(st)>>>(ws, splits, c.hq, c.hq / c.hkv, a->out,
+    OKVH_BY_D(c.d, (OKVH_LAUNCH(decode_merge_kernel<D>, rows, D, S(st), ws, splits, c.hq, c.hq / c.hkv, a->out,
                                                                    a->out_dtype, a->lse, a->v_rotation,
                                                                    a->per_head_rotation, a->unrotate)));
     return hipGetLastError();
@@ -899,7 +899,7 @@ extern "C" int okvh_prefill_launch(const okvh_state_t *st, const okvh_cache_t *c
     const long long items = (long long)n_rows * c.hq;
     if (items == 0 || c.batch == 0) return hipSuccess;
     const float sm = (sm_scale > 0.f ? sm_scale : 1.0f / sqrtf((float)c.d)) * LOG2E;
-    OKVH_BY_D(c.d, (prefill_kernel<D><<<(unsigned)items, st->warp, 0, S(st)>>>(c, q_indptr, n_rows, q, kn, vn, idt,
+    OKVH_BY_D(c.d, (OKVH_LAUNCH(prefill_kernel<D>, (unsigned)items, st->warp, S(st), c, q_indptr, n_rows, q, kn, vn, idt,
                                                                                  out, od, sm)));
     return hipGetLastError();
 }
@@ -910,9 +910,9 @@ extern "C" int okvh_moments_launch(const okvh_state_t *st, const void *x, int xd
     if (hg <= 0) hg = 1;
     dim3 grid((unsigned)((d + 15) / 16), (unsigned)((d + 15) / 16), (unsigned)(n_heads / hg)), block(16, 16);
     if (acc_dtype == OKV_DTYPE_F64)
-        moments_kernel<double><<<grid, block, 0, S(st)>>>(x, xd, w, (double *)acc, n_rows, n_heads, d, hg);
+        OKVH_LAUNCH(moments_kernel<double>, grid, block, S(st), x, xd, w, (double *)acc, n_rows, n_heads, d, hg);
     else
-        moments_kernel<float><<<grid, block, 0, S(st)>>>(x, xd, w, (float *)acc, n_rows, n_heads, d, hg);
+        OKVH_LAUNCH(moments_kernel<float>, grid, block, S(st), x, xd, w, (float *)acc, n_rows, n_heads, d, hg);
     return hipGetLastError();
 }
 
@@ -942,7 +942,7 @@ extern "C" int okvh_mfma_selftest(const okvh_state_t *st)
         hipMalloc((void **)&ds, sizeof hs) == hipSuccess &&
         hipMemcpyAsync(dk, hk, sizeof hk, hipMemcpyHostToDevice, S(st)) == hipSuccess &&
         hipMemcpyAsync(dq, hq, sizeof hq, hipMemcpyHostToDevice, S(st)) == hipSuccess) {
-        mfma_selftest_kernel<<<1, st->warp, 0, S(st)>>>(dk, dq, ds, d);
+        OKVH_LAUNCH(mfma_selftest_kernel, 1, st->warp, S(st), dk, dq, ds, d);
         if (hipGetLastError() == hipSuccess &&
             hipMemcpyAsync(hs, ds, sizeof hs, hipMemcpyDeviceToHost, S(st)) == hipSuccess &&
             hipStreamSynchronize(S(st)) == hipSuccess) {
