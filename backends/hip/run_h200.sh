@@ -23,7 +23,7 @@ export LD_LIBRARY_PATH="$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   echo "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- backends/hip 2>/dev/null || echo ' (+ uncommitted backends/hip changes)')"
+  echo "commit: ${OKV_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}$(git diff --quiet HEAD -- backends/hip 2>/dev/null || echo ' (+ uncommitted backends/hip changes)')"
   echo "working tree: $(git status --short --untracked-files=no 2>/dev/null | wc -l) modified tracked files outside this commit (other engineers' work in progress: $(git status --short --untracked-files=no 2>/dev/null | awk '{print $2}' | tr '\n' ' '))"
   echo "host: $(uname -srm); $(ldd --version 2>&1 | head -1)"
   echo "command: bash backends/hip/run_h200.sh $B ${ARGS[*]}"
