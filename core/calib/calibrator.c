@@ -32,6 +32,7 @@ OKV_API void okv_calib_options_init(okv_calib_options_t *opt)
     opt->v_clip_ratio = 0.92f;
     okv_cache_desc_init(&opt->quant);
     opt->progress = 0;
+    opt->center_keys = 1;
 }
 
 #define MAX_CALIB_LAYERS 4096
@@ -73,6 +74,7 @@ static void free_layer(calib_layer_t *L)
     free(L->kk);
     free(L->vv);
     free(L->cs);
+    free(L->ksum);
     free(L->hq);
     free(L->hk);
     free(L->hv);
@@ -116,13 +118,14 @@ static okv_status_t ensure_layer(okv_calibrator_t *cal, calib_layer_t *L)
     L->kk = calloc(m, sizeof(double));
     L->vv = calloc(m, sizeof(double));
     if (D->value_target == OKV_VALUE_TARGET_EXACT) L->cs = calloc(m, sizeof(double));
+    L->ksum = calloc((size_t)D->n_kv_heads * D->head_dim, sizeof(double));
     if (hold) {
         L->hq = malloc(hold * (size_t)D->n_q_heads * D->head_dim * sizeof(float));
         L->hk = malloc(hold * (size_t)D->n_kv_heads * D->head_dim * sizeof(float));
         L->hv = malloc(hold * (size_t)D->n_kv_heads * D->head_dim * sizeof(float));
         L->hpos = malloc(hold * sizeof(int32_t));
     }
-    if (!L->cq || !L->kk || !L->vv || (D->value_target == OKV_VALUE_TARGET_EXACT && !L->cs) ||
+    if (!L->cq || !L->kk || !L->vv || !L->ksum || (D->value_target == OKV_VALUE_TARGET_EXACT && !L->cs) ||
         (hold && (!L->hq || !L->hk || !L->hv || !L->hpos))) {
         okv_rng_t rng = L->rng;
         free_layer(L);
@@ -213,6 +216,12 @@ OKV_API okv_status_t okv_calibrator_add(okv_calibrator_t *cal, int32_t layer, in
             okv_sym_accumulate(d, dd, qf + (size_t)i * d, n_tokens, (int64_t)hq * d);
         okv_sym_accumulate(d, L->kk + (size_t)h * d * d, kf + (size_t)h * d, n_tokens, (int64_t)hkv * d);
         okv_sym_accumulate(d, L->vv + (size_t)h * d * d, vf + (size_t)h * d, n_tokens, (int64_t)hkv * d);
+        double *ks = L->ksum + (size_t)h * d;
+        for (int32_t t = 0; t < n_tokens; ++t) {
+            const float *kr = kf + ((size_t)t * hkv + h) * d;
+            for (int c = 0; c < d; ++c)
+                ks[c] += (double)kr[c];
+        }
     }
     okv_holdout_add(L, D->holdout_tokens, n_tokens, hq, hkv, d, qf, kf, vf);
     if (chunk) {

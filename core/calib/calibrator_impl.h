@@ -11,6 +11,7 @@
  *     N * Hkv * d * 2 * elem bytes per layer (N = 20K tokens, Hkv 8, d 128, BF16:
  *     82 MB per layer). The EXACT target keeps no rows.
  *   - the held-back rows for clip fitting: holdout_tokens * (Hq + 2 Hkv) * d floats.
+ *   - float64 key sums per KV head (the k_mean of centered keys): Hkv * d doubles.
  * finalize() does not consume anything: it can be called again with other options. */
 #ifndef OKV_CALIBRATOR_IMPL_H
 #define OKV_CALIBRATOR_IMPL_H
@@ -27,6 +28,7 @@ typedef struct calib_chunk {
 typedef struct calib_layer {
     int64_t tokens;
     double *cq, *kk, *vv, *cs; /* [Hkv][d*d], upper triangles; cs only for EXACT */
+    double *ksum;              /* [Hkv][d] sum over every added token of k (post-RoPE, as given) */
     calib_chunk_t *chunks, *last;
     /* held-back rows (reservoir sample of the layer's tokens) */
     float *hq, *hk, *hv; /* [holdout][Hq*d], [holdout][Hkv*d] x2 */

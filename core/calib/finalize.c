@@ -1,4 +1,4 @@
-/* finalize.c - okv_calibrator_finalize: targets -> eigenvectors -> R = U H P ->
+/* finalize.c - okv_calibrator_finalize: targets -> eigenvectors -> R = U H P -> k_mean ->
  * clip ratios (fixed or fitted) -> rotation set with provenance metadata. */
 #include "calibrator_impl.h"
 
@@ -97,7 +97,21 @@ static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_ro
     if (!q || !k || !v || !exact) st = okv_fail(&F->cal->err, OKV_ERROR_OUT_OF_MEMORY, "clip fit: out of memory");
     if (st == OKV_SUCCESS) {
         rotate_rows(L->hq, q, t, F->hq, d, RL->k_rot, F->n_rot, F->g);
-        rotate_rows(L->hk, k, t, F->hkv, d, RL->k_rot, F->n_rot, 1);
+        if (RL->k_mean) {
+            /* the cache stores (k - k_mean) R: center in float like the backends, into v's
+             * buffer (rotated into k, then v is overwritten below) */
+            for (int i = 0; i < t; ++i)
+                for (int h = 0; h < F->hkv; ++h) {
+                    const float *mu = RL->k_mean + (size_t)(F->n_rot == 1 ? 0 : h) * d;
+                    const float *src = L->hk + ((size_t)i * F->hkv + h) * d;
+                    float *dst = v + ((size_t)i * F->hkv + h) * d;
+                    for (int c = 0; c < d; ++c)
+                        dst[c] = src[c] - mu[c];
+                }
+            rotate_rows(v, k, t, F->hkv, d, RL->k_rot, F->n_rot, 1);
+        } else {
+            rotate_rows(L->hk, k, t, F->hkv, d, RL->k_rot, F->n_rot, 1);
+        }
         rotate_rows(L->hv, v, t, F->hkv, d, RL->v_rot, F->n_rot, 1);
         /* held-back rows at sink positions (position inside their add() call < sink_tokens)
          * stay exact, as the cache keeps them in BF16 */
@@ -122,6 +136,26 @@ static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_ro
     free(v);
     free(exact);
     return st;
+}
+
+/* k_mean [n_rot, d]: the mean key per KV head (per-head granularity) or the mean over
+ * the layer's KV heads (per layer), float64 sums -> float32. */
+static okv_status_t set_k_mean(fin_ctx_t *F, const calib_layer_t *L, okv_rot_layer_t *RL)
+{
+    int d = F->d;
+    RL->k_mean = malloc(sizeof(float) * (size_t)F->n_rot * d);
+    if (!RL->k_mean) return okv_fail(&F->cal->err, OKV_ERROR_OUT_OF_MEMORY, "finalize: out of memory");
+    double N = (double)L->tokens;
+    for (int r = 0; r < F->n_rot; ++r) {
+        int h0 = F->n_rot == 1 ? 0 : r, h1 = F->n_rot == 1 ? F->hkv : r + 1;
+        for (int c = 0; c < d; ++c) {
+            double s = 0.0;
+            for (int h = h0; h < h1; ++h)
+                s += L->ksum[(size_t)h * d + c];
+            RL->k_mean[(size_t)r * d + c] = (float)(s / (N * (double)(h1 - h0)));
+        }
+    }
+    return OKV_SUCCESS;
 }
 
 static okv_status_t check_options(okv_calibrator_t *cal, const okv_calib_options_t *opt)
@@ -179,6 +213,7 @@ static okv_status_t put_meta(okv_calibrator_t *cal, okv_rotation_set_t *rs, cons
     PUT("n_q_heads", buf);
     snprintf(buf, sizeof buf, "%d", (int)cal->desc.n_kv_heads);
     PUT("n_kv_heads", buf);
+    PUT("center_keys", opt->center_keys ? "1" : "0");
     PUT("clip_mode", opt->fit_clips ? "fitted" : "fixed");
     snprintf(buf, sizeof buf, "%.4g", (double)opt->k_clip_ratio);
     PUT("k_clip_fixed", buf);
@@ -277,6 +312,10 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
             }
         }
         if (st != OKV_SUCCESS) break;
+        if (opt->center_keys) {
+            st = set_k_mean(&F, L, RL);
+            if (st != OKV_SUCCESS) break;
+        }
         RL->k_clip = opt->k_clip_ratio;
         RL->v_clip = opt->v_clip_ratio;
         if (opt->fit_clips) st = fit_layer_clips(&F, L, RL, (int)l, report, (size_t)cal->desc.n_layers * 96 + 1);

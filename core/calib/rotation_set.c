@@ -73,6 +73,7 @@ OKV_API void okv_rotation_set_destroy(okv_rotation_set_t *rs)
             free(rs->layers[l].v_rot);
             free(rs->layers[l].k_eig);
             free(rs->layers[l].v_eig);
+            free(rs->layers[l].k_mean);
         }
         free(rs->layers);
     }
@@ -109,6 +110,7 @@ OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, in
     out->v_eigenvalues = L->v_eig;
     out->k_clip_ratio = L->k_clip;
     out->v_clip_ratio = L->v_clip;
+    out->k_mean = L->k_mean;
     return OKV_SUCCESS;
 }
 
@@ -119,7 +121,8 @@ static int all_finite_f(size_t n, const float *x)
     return 1;
 }
 
-static okv_status_t copy_eig(float **dst, const float *src, size_t n)
+/* Copy an optional [n_rot, d] vector (NULL clears it). memmove: src may be *dst. */
+static okv_status_t copy_opt(float **dst, const float *src, size_t n)
 {
     if (!src) {
         free(*dst);
@@ -130,7 +133,7 @@ static okv_status_t copy_eig(float **dst, const float *src, size_t n)
         *dst = malloc(n * sizeof(float));
         if (!*dst) return OKV_ERROR_OUT_OF_MEMORY;
     }
-    memcpy(*dst, src, n * sizeof(float));
+    memmove(*dst, src, n * sizeof(float));
     return OKV_SUCCESS;
 }
 
@@ -149,17 +152,18 @@ OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t 
     size_t d = (size_t)rs->head_dim, mat = (size_t)rs->n_rot * d * d, ev = (size_t)rs->n_rot * d;
     if (!all_finite_f(mat, in->k_rotation) || !all_finite_f(mat, in->v_rotation) ||
         (in->k_eigenvalues && !all_finite_f(ev, in->k_eigenvalues)) ||
-        (in->v_eigenvalues && !all_finite_f(ev, in->v_eigenvalues)) || !isfinite(in->k_clip_ratio) ||
-        !isfinite(in->v_clip_ratio))
-        return okv_rot_fail(OKV_ERROR_NONFINITE_INPUT, "layer %d: NaN/Inf in rotation, eigenvalues or clip",
+        (in->v_eigenvalues && !all_finite_f(ev, in->v_eigenvalues)) || (in->k_mean && !all_finite_f(ev, in->k_mean)) ||
+        !isfinite(in->k_clip_ratio) || !isfinite(in->v_clip_ratio))
+        return okv_rot_fail(OKV_ERROR_NONFINITE_INPUT, "layer %d: NaN/Inf in rotation, eigenvalues, k_mean or clip",
                             (int)layer);
     if (!(in->k_clip_ratio > 0.0f && in->k_clip_ratio <= 1.0f) ||
         !(in->v_clip_ratio > 0.0f && in->v_clip_ratio <= 1.0f))
         return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "layer %d: clip ratios %g / %g outside (0, 1]", (int)layer,
                             (double)in->k_clip_ratio, (double)in->v_clip_ratio);
     okv_rot_layer_t *L = &rs->layers[layer];
-    if (copy_eig(&L->k_eig, in->k_eigenvalues, ev) != OKV_SUCCESS ||
-        copy_eig(&L->v_eig, in->v_eigenvalues, ev) != OKV_SUCCESS)
+    if (copy_opt(&L->k_eig, in->k_eigenvalues, ev) != OKV_SUCCESS ||
+        copy_opt(&L->v_eig, in->v_eigenvalues, ev) != OKV_SUCCESS ||
+        copy_opt(&L->k_mean, in->k_mean, ev) != OKV_SUCCESS)
         return okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "rotation set: out of memory");
     memmove(L->k_rot, in->k_rotation, mat * sizeof(float));
     memmove(L->v_rot, in->v_rotation, mat * sizeof(float));

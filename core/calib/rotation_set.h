@@ -17,6 +17,7 @@
 typedef struct okv_rot_layer {
     float *k_rot, *v_rot; /* [n_rot, d, d] */
     float *k_eig, *v_eig; /* [n_rot, d] or NULL */
+    float *k_mean;        /* [n_rot, d] mean key (subtracted before rotation) or NULL */
     float k_clip, v_clip;
 } okv_rot_layer_t;
 

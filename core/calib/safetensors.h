@@ -4,6 +4,8 @@
  * multiple of 8), then raw little-endian tensor data. Tensors, per layer i:
  *   layer.{i}.k_rotation, layer.{i}.v_rotation    F32 [d, d] (n_rot == 1) or [n_rot, d, d]
  *   layer.{i}.k_eigenvalues, .v_eigenvalues       F32 [d] or [n_rot, d]  (optional)
+ *   layer.{i}.k_mean                              F32 [d] or [n_rot, d]  (optional: mean key,
+ *                                                 subtracted before rotation; finite)
  *   layer.{i}.k_clip, layer.{i}.v_clip            F32 [1]
  * "__metadata__" (string -> string) holds head_dim, n_layers, n_rot, granularity and the
  * provenance (method, tokens, value_target, clip_mode, ...).

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { T_KROT, T_VROT, T_KEIG, T_VEIG, T_KCLIP, T_VCLIP, T_COUNT };
-static const char *const k_suffix[T_COUNT] = {"k_rotation",    "v_rotation", "k_eigenvalues",
-                                              "v_eigenvalues", "k_clip",     "v_clip"};
+enum { T_KROT, T_VROT, T_KEIG, T_VEIG, T_KCLIP, T_VCLIP, T_KMEAN, T_COUNT };
+static const char *const k_suffix[T_COUNT] = {"k_rotation", "v_rotation", "k_eigenvalues", "v_eigenvalues",
+                                              "k_clip",     "v_clip",     "k_mean"};
 
 typedef struct tensor_ref {
     const okv_json_t *entry; /* NULL when absent */
@@ -177,14 +177,15 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
         for (int t = 0; t < T_COUNT && st == OKV_SUCCESS; ++t) {
             const tensor_ref_t *x = slot[(size_t)l * T_COUNT + t];
             if (!x) {
-                if (t != T_KEIG && t != T_VEIG) st = CORRUPT("layer.%d.%s missing", (int)l, k_suffix[t]);
+                if (t != T_KEIG && t != T_VEIG && t != T_KMEAN)
+                    st = CORRUPT("layer.%d.%s missing", (int)l, k_suffix[t]);
                 continue;
             }
             int ok;
             if (t == T_KROT || t == T_VROT)
                 ok = n_rot == 1 ? shape_is(x, 2, (uint64_t)d, (uint64_t)d, 0)
                                 : shape_is(x, 3, (uint64_t)n_rot, (uint64_t)d, (uint64_t)d);
-            else if (t == T_KEIG || t == T_VEIG)
+            else if (t == T_KEIG || t == T_VEIG || t == T_KMEAN)
                 ok = n_rot == 1 ? shape_is(x, 1, (uint64_t)d, 0, 0) : shape_is(x, 2, (uint64_t)n_rot, (uint64_t)d, 0);
             else
                 ok = shape_is(x, 1, 1, 0, 0);
@@ -201,9 +202,10 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
         get_f32s(L->v_rot, data + s[T_VROT]->begin, mat);
         get_f32s(&L->k_clip, data + s[T_KCLIP]->begin, 1);
         get_f32s(&L->v_clip, data + s[T_VCLIP]->begin, 1);
-        for (int e = 0; e < 2 && st == OKV_SUCCESS; ++e) {
-            const tensor_ref_t *x = s[e ? T_VEIG : T_KEIG];
-            float **dst = e ? &L->v_eig : &L->k_eig;
+        for (int e = 0; e < 3 && st == OKV_SUCCESS; ++e) {
+            static const int which[3] = {T_KEIG, T_VEIG, T_KMEAN};
+            const tensor_ref_t *x = s[which[e]];
+            float **dst = e == 0 ? &L->k_eig : (e == 1 ? &L->v_eig : &L->k_mean);
             if (!x) continue;
             *dst = malloc(ev * sizeof(float));
             if (!*dst)
@@ -219,6 +221,8 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
         for (size_t i = 0; i < ev && st == OKV_SUCCESS; ++i)
             if ((L->k_eig && !isfinite(L->k_eig[i])) || (L->v_eig && !isfinite(L->v_eig[i])))
                 st = CORRUPT("layer %d: NaN/Inf eigenvalue", (int)l);
+        for (size_t i = 0; i < ev && st == OKV_SUCCESS && L->k_mean; ++i)
+            if (!isfinite(L->k_mean[i])) st = CORRUPT("layer %d: NaN/Inf in k_mean", (int)l);
         for (int32_t r = 0; r < n_rot && st == OKV_SUCCESS; ++r) {
             for (int kv = 0; kv < 2 && st == OKV_SUCCESS; ++kv) {
                 const float *R = (kv ? L->v_rot : L->k_rot) + (size_t)r * d * d;

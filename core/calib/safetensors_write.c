@@ -116,6 +116,10 @@ okv_status_t okv_st_save_memory(const okv_rotation_set_t *rs, unsigned char **ou
             snprintf(name, sizeof name, "layer.%d.v_eigenvalues", (int)l);
             sb_tensor(&b, name, es_shape, end, &off);
         }
+        if (L->k_mean) {
+            snprintf(name, sizeof name, "layer.%d.k_mean", (int)l);
+            sb_tensor(&b, name, es_shape, end, &off);
+        }
         snprintf(name, sizeof name, "layer.%d.k_clip", (int)l);
         sb_tensor(&b, name, clip_shape, 1, &off);
         snprintf(name, sizeof name, "layer.%d.v_clip", (int)l);
@@ -146,6 +150,7 @@ okv_status_t okv_st_save_memory(const okv_rotation_set_t *rs, unsigned char **ou
         q = put_f32s(q, L->v_rot, nr * d * d);
         if (L->k_eig) q = put_f32s(q, L->k_eig, nr * d);
         if (L->v_eig) q = put_f32s(q, L->v_eig, nr * d);
+        if (L->k_mean) q = put_f32s(q, L->k_mean, nr * d);
         q = put_f32s(q, &L->k_clip, 1);
         q = put_f32s(q, &L->v_clip, 1);
     }

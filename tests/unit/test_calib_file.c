@@ -17,14 +17,14 @@
 
 #define D 64
 
-static okv_rotation_set_t *make_set(int n_layers, int n_rot, int with_eig)
+static okv_rotation_set_t *make_set(int n_layers, int n_rot, int with_eig, int with_mean)
 {
     okv_rotation_set_t *rs;
     ck_assert_int_eq(okv_rotation_set_create(n_layers, D, n_rot, &rs), OKV_SUCCESS);
     double H[D * D];
     okv_hadamard(D, H);
     float *k = malloc(sizeof(float) * n_rot * D * D), *v = malloc(sizeof(float) * n_rot * D * D),
-          *ev = malloc(sizeof(float) * n_rot * D);
+          *ev = malloc(sizeof(float) * n_rot * D), *mu = malloc(sizeof(float) * n_rot * D);
     for (int l = 0; l < n_layers; ++l) {
         for (int r = 0; r < n_rot; ++r) {
             for (int i = 0; i < D * D; ++i) {
@@ -35,14 +35,25 @@ static okv_rotation_set_t *make_set(int n_layers, int n_rot, int with_eig)
             }
             for (int i = 0; i < D; ++i)
                 ev[r * D + i] = 0.25f * i + (float)l + 1e-3f * (float)r;
+            for (int i = 0; i < D; ++i) /* not exactly representable in decimal: bit-exactness matters */
+                mu[r * D + i] = (float)sin(0.7 * i + l) * 13.1f / (float)(r + 3) - 1e-7f * (float)i;
         }
-        okv_layer_rotation_t L = {
-            sizeof L, D, n_rot, k, v, with_eig ? ev : NULL, with_eig ? ev : NULL, 0.9f + 0.01f * (float)l, 0.85f};
+        okv_layer_rotation_t L = {sizeof L,
+                                  D,
+                                  n_rot,
+                                  k,
+                                  v,
+                                  with_eig ? ev : NULL,
+                                  with_eig ? ev : NULL,
+                                  0.9f + 0.01f * (float)l,
+                                  0.85f,
+                                  with_mean ? mu : NULL};
         ck_assert_int_eq(okv_rotation_set_set_layer(rs, l, &L), OKV_SUCCESS);
     }
     free(k);
     free(v);
     free(ev);
+    free(mu);
     ck_assert_int_eq(okv_rotation_set_set_meta(rs, "method", "oscar"), OKV_SUCCESS);
     ck_assert_int_eq(
         okv_rotation_set_set_meta(rs, "weird", "quote\" backslash\\ nl\n tab\t ctl\x01 utf8 \xc3\xa9\xe2\x82\xac"),
@@ -68,6 +79,8 @@ static void assert_same(const okv_rotation_set_t *a, const okv_rotation_set_t *b
         ck_assert((x.k_eigenvalues == NULL) == (y.k_eigenvalues == NULL));
         if (x.k_eigenvalues) ck_assert(memcmp(x.k_eigenvalues, y.k_eigenvalues, (size_t)ra * da * 4) == 0);
         if (x.v_eigenvalues) ck_assert(memcmp(x.v_eigenvalues, y.v_eigenvalues, (size_t)ra * da * 4) == 0);
+        ck_assert((x.k_mean == NULL) == (y.k_mean == NULL));
+        if (x.k_mean) ck_assert(memcmp(x.k_mean, y.k_mean, (size_t)ra * da * 4) == 0);
         ck_assert(memcmp(&x.k_clip_ratio, &y.k_clip_ratio, 4) == 0);
         ck_assert(memcmp(&x.v_clip_ratio, &y.v_clip_ratio, 4) == 0);
     }
@@ -84,9 +97,10 @@ static void assert_same(const okv_rotation_set_t *a, const okv_rotation_set_t *b
 
 START_TEST(test_round_trip)
 {
-    static const int cfg[][3] = {{1, 1, 1}, {3, 1, 0}, {2, 4, 1}, {1, 2, 0}};
+    static const int cfg[][4] = {{1, 1, 1, 0}, {3, 1, 0, 0}, {2, 4, 1, 0}, {1, 2, 0, 0},
+                                 {1, 1, 1, 1}, {3, 1, 0, 1}, {2, 4, 1, 1}, {1, 2, 0, 1}};
     for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; ++c) {
-        okv_rotation_set_t *rs = make_set(cfg[c][0], cfg[c][1], cfg[c][2]), *back = NULL, *back2 = NULL;
+        okv_rotation_set_t *rs = make_set(cfg[c][0], cfg[c][1], cfg[c][2], cfg[c][3]), *back = NULL, *back2 = NULL;
         unsigned char *buf, *buf2;
         size_t len, len2;
         ck_assert_int_eq(okv_st_save_memory(rs, &buf, &len), OKV_SUCCESS);
@@ -120,7 +134,7 @@ END_TEST
 
 START_TEST(test_truncated_every_byte)
 {
-    okv_rotation_set_t *rs = make_set(1, 1, 1);
+    okv_rotation_set_t *rs = make_set(1, 1, 1, 1);
     unsigned char *buf;
     size_t len;
     ck_assert_int_eq(okv_st_save_memory(rs, &buf, &len), OKV_SUCCESS);
