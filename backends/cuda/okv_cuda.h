@@ -73,10 +73,10 @@ int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args_t *a);
 /* okv_cuda_ops.cu; each returns a cudaError_t. */
 int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *c, const void *k, const void *v, int dtype,
                        const int *append_indptr, int n_rows, const float *krot, const float *vrot, int per_head,
-                       float kclip, float vclip);
+                       float kclip, float vclip, const float *kbias /* NULL: none */);
 int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *c, int n_rows, float kclip, float vclip);
 int okvc_rotate_launch(const okvc_state_t *st, const void *x, int xd, void *out, int od, const float *R, int n_rows,
-                       int n_heads, int d, int per_head, int hg, int transpose);
+                       int n_heads, int d, int per_head, int hg, int transpose, const float *bias /* NULL: none */);
 int okvc_dequantize_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *out_indptr, int out_rows,
                            void *kout, void *vout, int od);
 int okvc_prefill_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *q_indptr, int n_rows, const void *q,

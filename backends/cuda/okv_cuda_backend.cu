@@ -256,7 +256,8 @@ okv_status_t cu_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err
     return launched(err,
                     okvc_rotate_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,
                                        (const float *)okv_ref_ptr(p->rotation), p->n_rows, p->n_heads, p->head_dim,
-                                       p->per_head, p->head_group, p->transpose),
+                                       p->per_head, p->head_group, p->transpose,
+                                       (const float *)okv_ref_ptr(p->bias)),
                     "rotate");
 }
 
@@ -272,7 +273,8 @@ okv_status_t cu_append(void *state, const okv_append_params_t *p, okv_err_t *err
                                        (const int *)okv_ref_ptr(p->append_indptr), p->n_rows,
                                        (const float *)okv_ref_ptr(p->k_rotation),
                                        (const float *)okv_ref_ptr(p->v_rotation), p->per_head_rotation,
-                                       p->k_clip_ratio, p->v_clip_ratio),
+                                       p->k_clip_ratio, p->v_clip_ratio,
+                                       (const float *)okv_ref_ptr(p->k_bias)),
                     "append");
 }
 
@@ -397,7 +399,7 @@ const okv_backend_ops_t g_ops = {
     cu_prefill_workspace,
     cu_prefill,
     cu_moments,
-    0, /* caps: no key centering (k_bias) yet */
+    OKV_CAP_KEY_BIAS, /* caps: key centering (append k_bias, rotate bias) */
 };
 
 } // namespace

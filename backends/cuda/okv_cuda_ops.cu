@@ -260,7 +260,7 @@ template <int NPL>
 __global__ void __launch_bounds__(WPB * 32) place_kernel(okvc_cache_t c, const void *k, const void *v, int dtype,
                                                          const int *append_indptr, int n_rows, const float *krot,
                                                          const float *vrot, int per_head, float kclip, float vclip,
-                                                         int *status)
+                                                         const float *kbias, int *status)
 {
     __shared__ unsigned char cs[WPB][NPL * 32];
     __shared__ float xs[WPB][NPL * 32];
@@ -276,8 +276,10 @@ __global__ void __launch_bounds__(WPB * 32) place_kernel(okvc_cache_t c, const v
     const bool to_int2 = p >= c.s0 && p < c.s0 + after;
     const void *src = kv ? v : k;
     const size_t base = ((size_t)r * c.hkv + head) * d;
+    const float *mu = (kv == 0 && kbias) ? kbias + (per_head ? (size_t)head * d : 0) : nullptr;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) xs[warp][lane + 32 * i] = ld_any(src, dtype, base + lane + 32 * i);
+    for (int i = 0; i < NPL; ++i)
+        xs[warp][lane + 32 * i] = ld_any(src, dtype, base + lane + 32 * i) - (mu ? mu[lane + 32 * i] : 0.0f);
     __syncwarp();
     const float *R = (kv ? vrot : krot) + (per_head ? (size_t)head * d * d : 0);
     float y[NPL];
@@ -323,7 +325,7 @@ __global__ void lens_kernel(okvc_cache_t c, const int *append_indptr, int n_rows
 template <int NPL>
 __global__ void __launch_bounds__(WPB * 32) rotate_kernel(const void *x, int xd, void *out, int od, const float *R,
                                                           int n_rows, int n_heads, int d, int per_head, int hg,
-                                                          int transpose)
+                                                          int transpose, const float *bias)
 {
     __shared__ float xs[WPB][NPL * 32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -331,8 +333,10 @@ __global__ void __launch_bounds__(WPB * 32) rotate_kernel(const void *x, int xd,
     if (item >= (long long)n_rows * n_heads) return;
     const int head = (int)(item % n_heads);
     const size_t base = (size_t)item * d;
+    const float *mu = bias ? bias + (per_head ? (size_t)(head / hg) * d : 0) : nullptr;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) xs[warp][lane + 32 * i] = ld_any(x, xd, base + lane + 32 * i);
+    for (int i = 0; i < NPL; ++i)
+        xs[warp][lane + 32 * i] = ld_any(x, xd, base + lane + 32 * i) - (mu ? mu[lane + 32 * i] : 0.0f);
     __syncwarp();
     float y[NPL];
     rotate_row<NPL>(xs[warp], R + (per_head ? (size_t)(head / hg) * d * d : 0), d, transpose, lane, y);
@@ -513,7 +517,7 @@ __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, in
 
 extern "C" int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *cp, const void *k, const void *v,
                                   int dtype, const int *append_indptr, int n_rows, const float *krot,
-                                  const float *vrot, int per_head, float kclip, float vclip)
+                                  const float *vrot, int per_head, float kclip, float vclip, const float *kbias)
 {
     const okvc_cache_t c = *cp;
     if (c.batch == 0) return cudaSuccess;
@@ -528,7 +532,7 @@ extern "C" int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *cp
         const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
         OKV_BY_NPL(c.d, (place_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, k, v, dtype, append_indptr, n_rows,
                                                                               krot, vrot, per_head, kclip, vclip,
-                                                                              st->d_status)));
+                                                                              kbias, st->d_status)));
         e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
@@ -553,13 +557,14 @@ extern "C" int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *cp
 }
 
 extern "C" int okvc_rotate_launch(const okvc_state_t *st, const void *x, int xd, void *out, int od, const float *R,
-                                  int n_rows, int n_heads, int d, int per_head, int hg, int transpose)
+                                  int n_rows, int n_heads, int d, int per_head, int hg, int transpose,
+                                  const float *bias)
 {
     const long long items = (long long)n_rows * n_heads;
     if (items == 0) return cudaSuccess;
     const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
     OKV_BY_NPL(d, (rotate_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(x, xd, out, od, R, n_rows, n_heads, d,
-                                                                         per_head, hg > 0 ? hg : 1, transpose)));
+                                                                         per_head, hg > 0 ? hg : 1, transpose, bias)));
     return cudaGetLastError();
 }
 

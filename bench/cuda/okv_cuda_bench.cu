@@ -444,7 +444,8 @@ static void compare_caches(const char *name, Cache &gpu, Cache &ref)
 }
 
 static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_t quant, okv_clip_mode_t clip,
-                         std::vector<int> lens, std::vector<int> nnew, okv_dtype_t kvdt, int per_head)
+                         std::vector<int> lens, std::vector<int> nnew, okv_dtype_t kvdt, int per_head,
+                         int centered = 0)
 {
     okv_cache_desc_t desc = mkdesc(hkv * 4, hkv, d, g, meta, 16);
     desc.quantizer = quant;
@@ -466,6 +467,12 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     void *dk = dupload(k.data(), k.size()), *dv = dupload(v.data(), v.size());
     void *dind = dupload(indptr.data(), 4 * indptr.size());
     void *dkr = dupload(kr.data(), 4 * kr.size()), *dvr = dupload(vr.data(), 4 * vr.size());
+    std::vector<float> kb;
+    if (centered) {
+        kb.resize((size_t)(per_head ? hkv : 1) * d);
+        for (auto &z : kb) z = 0.5f * gauss();
+    }
+    void *dkb = centered ? dupload(kb.data(), 4 * kb.size()) : nullptr;
     okv_append_params_t p;
     memset(&p, 0, sizeof p);
     p.size = sizeof p;
@@ -480,6 +487,7 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     p.per_head_rotation = per_head;
     p.k_clip_ratio = 0.96f;
     p.v_clip_ratio = 0.92f;
+    if (centered) p.k_bias = R(mkbuf(dkb, 4 * kb.size()));
     okv_err_t err = {{0}};
     okv_status_t s = OPS->append(STATE, &p, &err);
     if (s == OKV_SUCCESS) s = OPS->synchronize(STATE, &err);
@@ -488,12 +496,13 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     download_into(c, gpu);
     okv_ref_cache_t rc;
     okv_ref_cache_from_view(&c.hview, &rc);
-    s = okv_ref_append(&rc, k.data(), v.data(), kvdt, indptr.data(), n, kr.data(), vr.data(), per_head, 0.96f, 0.92f,
-                       &err);
+    s = okv_ref_append_centered(&rc, k.data(), v.data(), kvdt, indptr.data(), n, kr.data(), vr.data(),
+                                centered ? kb.data() : nullptr, per_head, 0.96f, 0.92f, &err);
     if (s != OKV_SUCCESS) { printf("FAIL ref append %d: %s\n", (int)s, err.msg); ++g_fail; return; }
     char name[200];
-    snprintf(name, sizeof name, "append hkv%d d%d G%d meta%d quant%d clip%d kv%s per_head%d B%d rows%d", hkv, d,
-             g ? g : d, (int)meta, (int)quant, (int)clip, okv_ref_dtype_name(kvdt), per_head, B, n);
+    snprintf(name, sizeof name, "append%s hkv%d d%d G%d meta%d quant%d clip%d kv%s per_head%d B%d rows%d",
+             centered ? "[k_bias]" : "", hkv, d, g ? g : d, (int)meta, (int)quant, (int)clip, okv_ref_dtype_name(kvdt),
+             per_head, B, n);
     compare_caches(name, gpu, c);
 
     /* then demote 5 rows everywhere (GPU state vs reference state) */
@@ -581,6 +590,7 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     }
     cudaFree(dki); cudaFree(dko); cudaFree(dvo);
     cudaFree(dk); cudaFree(dv); cudaFree(dind); cudaFree(dkr); cudaFree(dvr);
+    if (dkb) cudaFree(dkb);
     free_cache(c);
 }
 
@@ -592,8 +602,11 @@ static void check_rotate_moments(int d)
     orthogonal(r, heads / hg, d);
     void *dx = dupload(x.data(), x.size()), *dr = dupload(r.data(), 4 * r.size());
     void *dout = dalloc((size_t)rows * heads * d * 4);
+    std::vector<float> bias((size_t)(heads / hg) * d);
+    for (auto &z : bias) z = gauss();
+    void *dbias = dupload(bias.data(), 4 * bias.size());
     okv_err_t err = {{0}};
-    for (int tr = 0; tr < 2; ++tr) {
+    for (int tr = 0; tr < 3; ++tr) { /* 0: x R, 1: x R^T, 2: (x - bias) R */
         okv_rotate_params_t p;
         memset(&p, 0, sizeof p);
         p.size = sizeof p;
@@ -607,15 +620,16 @@ static void check_rotate_moments(int d)
         p.head_dim = d;
         p.per_head = 1;
         p.head_group = hg;
-        p.transpose = tr;
+        p.transpose = tr == 1;
+        if (tr == 2) p.bias = R(mkbuf(dbias, 4 * bias.size()));
         OK(OPS->rotate(STATE, &p, &err));
         CK(cudaDeviceSynchronize());
         std::vector<float> o((size_t)rows * heads * d), ro(o.size());
         CK(cudaMemcpy(o.data(), dout, o.size() * 4, cudaMemcpyDeviceToHost));
-        OK(okv_ref_rotate(x.data(), OKV_DTYPE_BF16, ro.data(), OKV_DTYPE_F32, r.data(), rows, heads, d, 1, hg, tr,
-                          &err));
+        OK(okv_ref_rotate_biased(x.data(), OKV_DTYPE_BF16, ro.data(), OKV_DTYPE_F32, r.data(),
+                                 tr == 2 ? bias.data() : nullptr, rows, heads, d, 1, hg, tr == 1, &err));
         char nm[100];
-        snprintf(nm, sizeof nm, "rotate d%d per-head transpose%d", d, tr);
+        snprintf(nm, sizeof nm, "rotate d%d per-head %s", d, tr == 0 ? "x R" : (tr == 1 ? "x R^T" : "(x - bias) R"));
         report(nm, compare(o.data(), ro.data(), o.size()), 1e-5);
     }
     /* moments, weighted, f64 and f32 */
@@ -657,7 +671,7 @@ static void check_rotate_moments(int d)
         report(nm, compare(a.data(), b.data(), na), 1e-5);
         cudaFree(dacc);
     }
-    cudaFree(dw); cudaFree(dx); cudaFree(dr); cudaFree(dout);
+    cudaFree(dw); cudaFree(dx); cudaFree(dr); cudaFree(dout); cudaFree(dbias);
 }
 
 static int run_checks_quick()
@@ -667,7 +681,7 @@ static int run_checks_quick()
     check_decode(16, 4, 64, 32, OKV_DTYPE_F32, 16, {1500, 300}, OKV_DTYPE_BF16, 0, 0, 0);
     check_decode(16, 4, 256, 0, OKV_DTYPE_BF16, 16, {1500}, OKV_DTYPE_F32, 0, 0, 0);
     check_decode(32, 8, 128, 0, OKV_DTYPE_F16, 16, {2000, 77}, OKV_DTYPE_BF16, 0, 0, 1);
-    check_append(4, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {30, 400}, {300, 9}, OKV_DTYPE_BF16, 0);
+    check_append(4, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {30, 400}, {300, 9}, OKV_DTYPE_BF16, 0, 1);
     check_rotate_moments(128);
     printf("checks: %d, failures: %d\n", g_checks, g_fail);
     return g_fail ? 1 : 0;
@@ -700,6 +714,8 @@ static int run_checks()
     check_append(4, 128, 32, OKV_DTYPE_BF16, OKV_QUANT_UNIFORM, OKV_CLIP_BISECT, {10, 400}, {600, 3}, OKV_DTYPE_F32, 1);
     check_append(4, 64, 0, OKV_DTYPE_F32, OKV_QUANT_LLOYD_MAX, OKV_CLIP_SORT, {100, 2000}, {500, 17}, OKV_DTYPE_F16, 1);
     check_append(2, 256, 64, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {330, 64}, {400, 300}, OKV_DTYPE_BF16, 0);
+    check_append(8, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {0, 500}, {700, 9}, OKV_DTYPE_BF16, 0, 1);
+    check_append(4, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_BISECT, {40, 300}, {400, 30}, OKV_DTYPE_F32, 1, 1);
     check_rotate_moments(64);
     check_rotate_moments(128);
     check_rotate_moments(256);
