@@ -257,7 +257,12 @@ OKV_API okv_status_t okv_rotate(okv_context_t *ctx, const okv_rotate_params_t *p
  * INT2 tier are quantized (recent rows crossing into it are demoted), the rest go to
  * the BF16 recent ring. The INT2 page table must already hold the pages the new
  * int2 length needs (okv_cache_int2_len_after + okv_cache_int2_pages_needed).
- * Clip ratios: 1 disables clipping; per-head rotations are [Hkv, d, d]. */
+ * Clip ratios: 1 disables clipping; per-head rotations are [Hkv, d, d]. Rows sent
+ * straight to INT2 are quantized from their fp32 rotated values; demoted rows from
+ * their stored bf16 values. Data-dependent errors (a page index outside the pool:
+ * OKV_ERROR_INVALID_ARGUMENT; NaN/Inf: OKV_ERROR_NONFINITE_INPUT; metadata overflow)
+ * leave the cache untouched; a GPU backend that can only see them on the device
+ * reports them at the next okv_context_synchronize. */
 typedef struct okv_append_params {
     size_t size;
     okv_cache_view_t cache;
@@ -331,7 +336,7 @@ OKV_API void okv_decode_params_init(okv_decode_params_t *p);
 OKV_API okv_status_t okv_decode_workspace_size(okv_context_t *ctx, const okv_decode_params_t *p, size_t *bytes);
 OKV_API okv_status_t okv_decode_attention(okv_context_t *ctx, const okv_decode_params_t *p);
 
-/* Prefill attention: a chunk of new tokens per sequence attends to the cached
+/* Prefill attention (max_seq_len bounds history plus chunk): a chunk of new tokens per sequence attends to the cached
  * history (the cache as it is before the chunk is appended, dequantised on the fly)
  * and causally to the chunk itself in full precision. q: [q_indptr[batch], Hq, d]
  * rotated; k_new, v_new: [q_indptr[batch], Hkv, d] rotated (full precision);
@@ -451,7 +456,7 @@ OKV_API void okv_rotation_set_destroy(okv_rotation_set_t *rs);
 OKV_API okv_status_t okv_rotation_set_info(const okv_rotation_set_t *rs, int32_t *n_layers, int32_t *head_dim,
                                            int32_t *n_rot);
 OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, int32_t layer, okv_layer_rotation_t *out);
-/* Copy one layer in (eigenvalue pointers may be NULL). */
+/* Copy one layer in (eigenvalue and k_mean pointers may be NULL; NULL clears them). */
 OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t layer, const okv_layer_rotation_t *in);
 /* Provenance stored in the file's __metadata__ ("method", "tokens", ...). */
 OKV_API okv_status_t okv_rotation_set_get_meta(const okv_rotation_set_t *rs, const char *key, const char **value);
