@@ -8,7 +8,7 @@
  * a wave width of 32 or 64 (OKV_EMU_WAVE). It is never part of a product build.
  *
  * Model: the blocks of a launch run one after another; the threads of a block are
- * ucontext fibers. __syncthreads() waits for every live thread of the block; a wave
+ * fibers (a 7-instruction x86-64 stack switch: x86-64 Linux only). __syncthreads() waits for every live thread of the block; a wave
  * collective (shuffle, ballot count, any) waits for the lanes of the wave and aborts
  * with a message if some lanes of that wave have exited (divergent collective: on
  * hardware its result would be undefined). __shared__ becomes a static local (one
@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ucontext.h>
 
 #include <functional>
 
@@ -51,14 +50,14 @@ constexpr size_t STACK = 256 * 1024;
 constexpr int MAX_THREADS = 1024;
 
 struct Fiber {
-    ucontext_t ctx;
+    void *sp;
     int state;
 };
 struct Ctx {
     dim3 grid, block, bidx;
     int n, cur;
     Fiber f[MAX_THREADS];
-    ucontext_t main;
+    void *main_sp;
     const std::function<void()> *body;
     float fx[MAX_THREADS];
     int ix[MAX_THREADS];
@@ -69,11 +68,30 @@ inline Ctx &G()
     static Ctx *g = nullptr;
     if (!g) {
         g = (Ctx *)calloc(1, sizeof(Ctx));
+        if (!g) abort();
         g->stacks = (char *)malloc(STACK * MAX_THREADS);
-        if (!g || !g->stacks) abort();
+        if (!g->stacks) abort();
     }
     return *g;
 }
+} // namespace okv_emu
+
+/* okv_emu_switch(save, to): push the callee-saved registers, store rsp in *save,
+ * load rsp = to, pop the registers of the other side and return into it. */
+extern "C" void okv_emu_switch(void **save_sp, void *new_sp);
+__asm__(".text\n"
+        ".globl okv_emu_switch\n"
+        ".type okv_emu_switch,@function\n"
+        ".weak okv_emu_switch\n"
+        "okv_emu_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size okv_emu_switch, .-okv_emu_switch\n");
+
+namespace okv_emu {
 inline dim3 tidx()
 {
     const Ctx &g = G();
@@ -84,23 +102,27 @@ inline void yield_as(int state)
 {
     Ctx &g = G();
     g.f[g.cur].state = state;
-    swapcontext(&g.f[g.cur].ctx, &g.main);
+    okv_emu_switch(&g.f[g.cur].sp, g.main_sp);
 }
 inline void entry()
 {
     Ctx &g = G();
     (*g.body)();
     g.f[g.cur].state = DONE;
+    okv_emu_switch(&g.f[g.cur].sp, g.main_sp); /* never resumed */
+    abort();
 }
 inline void run_block()
 {
     Ctx &g = G();
     for (int t = 0; t < g.n; ++t) {
-        getcontext(&g.f[t].ctx);
-        g.f[t].ctx.uc_stack.ss_sp = g.stacks + (size_t)t * STACK;
-        g.f[t].ctx.uc_stack.ss_size = STACK;
-        g.f[t].ctx.uc_link = &g.main;
-        makecontext(&g.f[t].ctx, entry, 0);
+        /* top 16-aligned; after the 6 pops and the ret into entry(), rsp = top - 8 (ABI) */
+        char *top = g.stacks + (size_t)(t + 1) * STACK;
+        void **sp = (void **)(top - 64);
+        for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+        sp[6] = (void *)&entry;
+        sp[7] = nullptr;
+        g.f[t].sp = sp;
         g.f[t].state = RUN;
     }
     const int W = OKV_EMU_WAVE;
@@ -108,7 +130,7 @@ inline void run_block()
         for (int t = 0; t < g.n; ++t)
             if (g.f[t].state == RUN) {
                 g.cur = t;
-                swapcontext(&g.main, &g.f[t].ctx);
+                okv_emu_switch(&g.main_sp, g.f[t].sp);
             }
         int alive = 0, at_block = 0;
         for (int t = 0; t < g.n; ++t) {
