@@ -36,7 +36,8 @@ enum {
 /* Compile-time configuration of a program (values become -D defines). */
 typedef struct ocl_config {
     int d, gs, meta, quant, clip, page, hkv, gqa, s0, w, f, ch;
-    int vec; /* pools 16-byte aligned: vector loads */
+    int vec;   /* pools 16-byte aligned: vector loads */
+    int group; /* OCL_GROUP_*: which kernels the program holds */
 } ocl_config_t;
 
 typedef struct ocl_program {
@@ -44,6 +45,8 @@ typedef struct ocl_program {
     cl_program program;
     cl_kernel kernels[OCL_K_COUNT];
 } ocl_program_t;
+
+enum { OCL_GROUP_GENERIC = 0, OCL_GROUP_WRITE = 1, OCL_GROUP_READ = 2 };
 
 #define OCL_MAX_PROGRAMS 64
 #define OCL_SCRATCH 6

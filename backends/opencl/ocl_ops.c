@@ -271,6 +271,7 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
     if (rows == 0) return OKV_SUCCESS;
     ocl_config_t cfg;
     ocl_config_generic(&cfg, d);
+    cfg.group = OCL_GROUP_GENERIC;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     int hg = p->head_group > 0 ? p->head_group : 1;
@@ -386,6 +387,7 @@ okv_status_t ocl_append(void *state, const okv_append_params_t *p, okv_err_t *er
     OKV_TRY(dtype_ok(st, p->kv_dtype, "kv", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
+    cfg.group = OCL_GROUP_WRITE;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     int hkv = cfg.hkv, d = cfg.d;
@@ -459,6 +461,7 @@ okv_status_t ocl_demote(void *state, const okv_demote_params_t *p, okv_err_t *er
     if (p->n_rows <= 0) return OKV_SUCCESS;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
+    cfg.group = OCL_GROUP_WRITE;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     int n = p->n_rows;
@@ -483,6 +486,7 @@ okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_e
     if (p->out_rows <= 0 || v->batch <= 0) return OKV_SUCCESS;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
+    cfg.group = OCL_GROUP_READ;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     OKV_TRY(flags_clear(st, err));
@@ -692,6 +696,7 @@ okv_status_t ocl_decode(void *state, const okv_decode_params_t *p, okv_err_t *er
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    cfg.group = OCL_GROUP_READ;
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
     attn_run_t r;
@@ -732,6 +737,7 @@ okv_status_t ocl_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    cfg.group = OCL_GROUP_READ;
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);
     attn_run_t r;
@@ -772,6 +778,7 @@ okv_status_t ocl_moments(void *state, const okv_moments_params_t *p, okv_err_t *
     int nacc = p->n_heads / hg;
     ocl_config_t cfg;
     ocl_config_generic(&cfg, d);
+    cfg.group = OCL_GROUP_GENERIC;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
     if (!st->trust_inputs) {

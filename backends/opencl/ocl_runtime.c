@@ -490,6 +490,14 @@ static const char *const k_kernel_names[OCL_K_COUNT] = {
     "okv_check_finite",
 };
 
+/* Groups (bit mask of OCL_GROUP_*) whose programs hold each kernel. */
+static const int k_kernel_groups[OCL_K_COUNT] = {
+    2, 2, 2, /* demote, update_lens, append_rows */
+    4, 4, 4, /* dequantize, attn_split, attn_merge */
+    1, 3, 1, /* rotate, convert, moments */
+    7, 7,    /* validate, check_finite */
+};
+
 static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *p = data;
@@ -615,9 +623,9 @@ build_again:
     snprintf(opts, sizeof opts,
              "-cl-std=%s -DOKV_SG_KHR=%d -DOKV_D=%d -DOKV_GS=%d -DOKV_META=%d -DOKV_QUANT=%d -DOKV_CLIP=%d -DOKV_P=%d "
              "-DOKV_HKV=%d -DOKV_GQA=%d -DOKV_S0=%d -DOKV_W=%d -DOKV_F=%d -DOKV_CH=%d -DOKV_HAS_FP64=%d "
-             "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d -DOKV_VEC=%d %s",
+             "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d -DOKV_VEC=%d -DOKV_GROUP=%d %s",
              sg == 2 ? "CL2.0" : "CL1.2", sg == 2, cfg->d, cfg->gs, cfg->meta, cfg->quant, cfg->clip, cfg->page, cfg->hkv, cfg->gqa, cfg->s0, cfg->w,
-             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, sg != 0, cfg->vec, extra ? extra : "");
+             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, sg != 0, cfg->vec, cfg->group, extra ? extra : "");
     /* no FMA contraction: dequantisation (lo + code * scale) and the conversions
      * must round exactly like the C reference */
     static const char prelude[] = "#pragma OPENCL FP_CONTRACT OFF\n";
@@ -677,9 +685,11 @@ build_again:
     pr->cfg = *cfg;
     pr->program = prog;
     for (int k = 0; k < OCL_K_COUNT; ++k) {
+        if (!(k_kernel_groups[k] & (1 << cfg->group))) continue;
         pr->kernels[k] = clCreateKernel(prog, k_kernel_names[k], &e);
         if (e != CL_SUCCESS) {
-            for (int j = 0; j < k; ++j) clReleaseKernel(pr->kernels[j]);
+            for (int j = 0; j < k; ++j)
+                if (pr->kernels[j]) clReleaseKernel(pr->kernels[j]);
             clReleaseProgram(prog);
             memset(pr, 0, sizeof *pr);
             return ocl_fail(err, e, k_kernel_names[k], __LINE__);

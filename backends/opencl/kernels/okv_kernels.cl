@@ -53,6 +53,11 @@
 #ifndef OKV_HAS_FP64
 #define OKV_HAS_FP64 0
 #endif
+/* Kernel group of this program (each op builds only what it launches): 0 rotate /
+ * moments, 1 append / demote, 2 dequantize / attention; validation in every group. */
+#ifndef OKV_GROUP
+#define OKV_GROUP 0
+#endif
 
 #if OKV_HAS_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -236,6 +241,7 @@ OKV_FN int okv_target_int2(int mode, int t, int n2, int n)
  * oldest recent row: position S0 + int2_len + k, moved from the BF16 ring to INT2
  * when it lies below the new INT2 end (and, for append, below the old seq_len).
  * mode 0: n = rows to demote; mode 1: n rows are being appended (append_indptr). */
+#if OKV_GROUP == 1
 __kernel void okv_demote(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global const uchar *aip_b, ulong aip_o,
                          float k_ratio, float v_ratio, __global int *flags, int commit)
 {
@@ -258,8 +264,10 @@ __kernel void okv_demote(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global
     int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P, commit);
     if (f) atomic_or(flags, f);
 }
+#endif
 
 /* Grid (batch): write the new lengths (after okv_demote / okv_append_rows ran). */
+#if OKV_GROUP == 1
 __kernel void okv_update_lens(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global const uchar *aip_b, ulong aip_o)
 {
     int b = (int)get_global_id(0);
@@ -271,11 +279,13 @@ __kernel void okv_update_lens(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __g
     il[b] = okv_target_int2(mode, t, n2, nn);
     if (mode == 1) sl[b] = t + nn;
 }
+#endif
 
 /* ------------------------------------------------------------------ append -- */
 /* Grid (n_rows, HKV, 2). Row r (sequence b, j-th new row) lands at position
  * seq_len + j: sink -> BF16, below the new INT2 end -> quantized into INT2, else the
  * BF16 recent ring. prerot: rows were already rotated into f32 (kr/vr [n, HKV, D]). */
+#if OKV_GROUP == 1
 __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar *aip_b, ulong aip_o,
                               __global const uchar *k_b, ulong k_o, __global const uchar *v_b, ulong v_o, int kv_dt,
                               __global const uchar *rk_b, ulong rk_o, __global const uchar *rv_b, ulong rv_o,
@@ -345,9 +355,11 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
         for (int c = 0; c < OKV_D; ++c) bf[row + c] = okv_f32_to_bf16(x[c]);
     }
 }
+#endif
 
 /* -------------------------------------------------------------- dequantize -- */
 /* Grid (out_rows, HKV, 2): output row r -> (sequence, position). */
+#if OKV_GROUP == 2
 __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oip_b, ulong oip_o, int out_rows,
                              __global uchar *ko_b, ulong ko_o, __global uchar *vo_b, ulong vo_o, int out_dt)
 {
@@ -374,6 +386,7 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
         for (int c = 0; c < OKV_D; ++c) okv_st(dst, oe + c, out_dt, okv_bf16_to_f32(bf[row + c]));
     }
 }
+#endif
 
 /* --------------------------------------------------------------- attention -- */
 /* Split-K attention of the OKV_GQA query heads of one KV head over one tier:
@@ -413,6 +426,7 @@ OKV_FN float4 okv_bf16x4(uint2 w)
     return (float4)(as_float(w.x << 16), as_float(w.x & 0xffff0000u), as_float(w.y << 16), as_float(w.y & 0xffff0000u));
 }
 
+#if OKV_GROUP == 2
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, int q_dt, int row_mode,
                __global const uchar *qip_b, ulong qip_o, __global const uchar *kn_b, ulong kn_o,
@@ -703,9 +717,11 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
+#endif
 
 /* Grid (OKV_D, HQ, n_rows), work-group (OKV_D): exact log-sum-exp merge of the
  * ns_total partials of (row, hq); optional un-rotation o R_V^T and lse. */
+#if OKV_GROUP == 2
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uchar *o_b, ulong o_o, int o_dt,
                __global uchar *lse_b, ulong lse_o, int has_lse, __global const uchar *rv_b, ulong rv_o, int per_head,
@@ -747,10 +763,12 @@ okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uc
         lse[(ulong)row * OKV_HQ + hq] = L > 0.0f ? M + log(L) : -INFINITY;
     }
 }
+#endif
 
 /* ------------------------------------------------------------------ rotate -- */
 /* Grid (OKV_D, n_rows * n_heads), work-group (OKV_D): out = x R (or x R^T). Each
  * work-group reads its row into local memory first, so out may alias x. */
+#if OKV_GROUP == 0
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, ulong o_o, int o_dt,
            __global const uchar *r_b, ulong r_o, int n_heads, int per_head, int head_group, int transpose,
@@ -782,9 +800,11 @@ okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, 
 #endif
     okv_st(o_b + o_o, rh * OKV_D + (ulong)c, o_dt, (float)s);
 }
+#endif
 
 /* Grid (n): element-wise dtype conversion; with w (has_w), row t = i / row_elems of
  * head (i / D) % n_heads is scaled by w[t * n_heads + head]. */
+#if OKV_GROUP != 2
 __kernel void okv_convert(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, ulong o_o, int o_dt,
                           ulong n, __global const uchar *w_b, ulong w_o, int has_w)
 {
@@ -794,11 +814,13 @@ __kernel void okv_convert(__global const uchar *x_b, ulong x_o, int x_dt, __glob
     if (has_w) v *= ((__global const float *)(w_b + w_o))[i / OKV_D];
     okv_st(o_b + o_o, i, o_dt, v);
 }
+#endif
 
 /* ----------------------------------------------------------------- moments -- */
 /* Grid (OKV_D, OKV_D, n_heads / head_group): acc[a][i][j] += sum over rows t and the
  * head_group heads h of a of w[t, h] x[t, h, i] x[t, h, j]; f64 accumulation where
  * the device has it (acc_dt 3), else f32. */
+#if OKV_GROUP == 0
 __kernel void okv_moments(__global const uchar *x_b, ulong x_o, int x_dt, __global const uchar *w_b, ulong w_o,
                           int has_w, __global uchar *a_b, ulong a_o, int acc_dt, int n_rows, int n_heads,
                           int head_group)
@@ -837,6 +859,7 @@ __kernel void okv_moments(__global const uchar *x_b, ulong x_o, int x_dt, __glob
         }
     ((__global float *)(a_b + a_o))[ae] += s;
 }
+#endif
 
 /* -------------------------------------------------------------- validation -- */
 /* Grid (batch): the page-table and length checks of the reference
