@@ -15,6 +15,12 @@ zero_check() { # fail when any Check suite in a ctest log ran no test
 
 echo "== build (Release, -Werror)"
 ./scripts/build.sh build
+echo "== HIP module code objects (AMD targets this toolchain builds)"
+objs=$(roc-obj-ls build/lib/liboscarkv_backend_hip.so)
+echo "$objs"
+for arch in gfx90a gfx940 gfx1030; do
+  grep -q -- "--$arch " <<<"$objs" || { echo "run-tests: no $arch code object in the HIP module" >&2; exit 1; }
+done
 echo "== ctest"
 ctest --test-dir build --output-on-failure --no-tests=error -j2 2>&1 | tee build/ctest.log
 zero_check build/ctest.log
