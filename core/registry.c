@@ -87,7 +87,7 @@ static void probe_slot(okv_backend_slot_t *s)
     if (s->available)
         snprintf(s->reason, sizeof s->reason, "%s", reason[0] ? reason : "ok");
     else
-        snprintf(s->reason, sizeof s->reason, "unavailable: %s", reason[0] ? reason : okv_status_string(st));
+        snprintf(s->reason, sizeof s->reason, "unavailable: %.230s", reason[0] ? reason : okv_status_string(st));
 }
 
 static void load_all(void)
@@ -102,7 +102,7 @@ static void load_all(void)
         char reason[OKV_REASON_MAX] = "";
         void *h = open_module(s->name, reason, sizeof reason);
         if (!h) {
-            snprintf(s->reason, sizeof s->reason, "unavailable: module not built or not found (%s)", reason);
+            snprintf(s->reason, sizeof s->reason, "unavailable: module not built or not found (%.200s)", reason);
             continue;
         }
         okv_backend_entry_fn entry = NULL;
