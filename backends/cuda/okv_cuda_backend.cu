@@ -20,7 +20,8 @@
 
 #define OKV_EXPORT extern "C" __attribute__((visibility("default")))
 
-namespace {
+namespace
+{
 
 okv_status_t fail(okv_err_t *err, okv_status_t st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 okv_status_t fail(okv_err_t *err, okv_status_t st, const char *fmt, ...)
@@ -59,8 +60,9 @@ okv_status_t cu_probe(int32_t *device_count, char *reason, size_t cap)
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
-        if (reason && cap) snprintf(reason, cap, "cudaGetDeviceCount failed: %s (%s, %d)", cudaGetErrorString(e),
-                                    cudaGetErrorName(e), (int)e);
+        if (reason && cap)
+            snprintf(reason, cap, "cudaGetDeviceCount failed: %s (%s, %d)", cudaGetErrorString(e), cudaGetErrorName(e),
+                     (int)e);
         cudaGetLastError(); /* clear the sticky-free error */
         if (device_count) *device_count = 0;
         return OKV_ERROR_BACKEND_UNAVAILABLE;
@@ -112,23 +114,33 @@ okv_status_t cu_create(int32_t device, void *native_stream, void **state, okv_er
     if (!st) return fail(err, OKV_ERROR_OUT_OF_MEMORY, "cuda: state");
     st->device = device;
     okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) { free(st); return s; }
+    if (s != OKV_SUCCESS) {
+        free(st);
+        return s;
+    }
     cudaDeviceProp p;
     e = cudaGetDeviceProperties(&p, device);
-    if (e != cudaSuccess) { free(st); return cuda_fail(err, e, "cudaGetDeviceProperties"); }
+    if (e != cudaSuccess) {
+        free(st);
+        return cuda_fail(err, e, "cudaGetDeviceProperties");
+    }
     st->num_sms = p.multiProcessorCount;
     st->max_smem_optin = (int)p.sharedMemPerBlockOptin;
     st->cc_major = p.major;
     st->cc_minor = p.minor;
     if (p.major < 8) {
         free(st);
-        return fail(err, OKV_ERROR_BACKEND_UNAVAILABLE, "cuda: %s is sm_%d%d; this module needs sm_80 or newer",
-                    p.name, p.major, p.minor);
+        return fail(err, OKV_ERROR_BACKEND_UNAVAILABLE, "cuda: %s is sm_%d%d; this module needs sm_80 or newer", p.name,
+                    p.major, p.minor);
     }
-    if (native_stream) st->stream = (cudaStream_t)native_stream;
+    if (native_stream)
+        st->stream = (cudaStream_t)native_stream;
     else {
         e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
-        if (e != cudaSuccess) { free(st); return cuda_fail(err, e, "cudaStreamCreate"); }
+        if (e != cudaSuccess) {
+            free(st);
+            return cuda_fail(err, e, "cudaStreamCreate");
+        }
         st->own_stream = 1;
     }
     e = cudaMalloc((void **)&st->d_status, 16);
@@ -256,8 +268,7 @@ okv_status_t cu_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err
     return launched(err,
                     okvc_rotate_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,
                                        (const float *)okv_ref_ptr(p->rotation), p->n_rows, p->n_heads, p->head_dim,
-                                       p->per_head, p->head_group, p->transpose,
-                                       (const float *)okv_ref_ptr(p->bias)),
+                                       p->per_head, p->head_group, p->transpose, (const float *)okv_ref_ptr(p->bias)),
                     "rotate");
 }
 
@@ -272,9 +283,8 @@ okv_status_t cu_append(void *state, const okv_append_params_t *p, okv_err_t *err
                     okvc_append_launch(st, &c, okv_ref_ptr(p->k), okv_ref_ptr(p->v), (int)p->kv_dtype,
                                        (const int *)okv_ref_ptr(p->append_indptr), p->n_rows,
                                        (const float *)okv_ref_ptr(p->k_rotation),
-                                       (const float *)okv_ref_ptr(p->v_rotation), p->per_head_rotation,
-                                       p->k_clip_ratio, p->v_clip_ratio,
-                                       (const float *)okv_ref_ptr(p->k_bias)),
+                                       (const float *)okv_ref_ptr(p->v_rotation), p->per_head_rotation, p->k_clip_ratio,
+                                       p->v_clip_ratio, (const float *)okv_ref_ptr(p->k_bias)),
                     "append");
 }
 
@@ -346,7 +356,9 @@ okv_status_t cu_decode(void *state, const okv_decode_params_t *p, okv_err_t *err
 
 okv_status_t cu_prefill_workspace(void *state, const okv_prefill_params_t *p, size_t *bytes, okv_err_t *err)
 {
-    (void)state; (void)p; (void)err;
+    (void)state;
+    (void)p;
+    (void)err;
     *bytes = 0;
     return OKV_SUCCESS;
 }
@@ -371,9 +383,9 @@ okv_status_t cu_moments(void *state, const okv_moments_params_t *p, okv_err_t *e
     okv_status_t s = set_device(st, err);
     if (s != OKV_SUCCESS) return s;
     return launched(err,
-                    okvc_moments_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype,
-                                        (const float *)okv_ref_ptr(p->weights), okv_ref_ptr(p->acc),
-                                        (int)p->acc_dtype, p->n_rows, p->n_heads, p->head_dim, p->head_group),
+                    okvc_moments_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype, (const float *)okv_ref_ptr(p->weights),
+                                        okv_ref_ptr(p->acc), (int)p->acc_dtype, p->n_rows, p->n_heads, p->head_dim,
+                                        p->head_group),
                     "moments");
 }
 

@@ -38,13 +38,14 @@
 
 extern "C" int okvc_decode_stages_override = 0;
 
-namespace {
+namespace
+{
 
-constexpr int NW = 4;          /* warps per CTA */
-constexpr int TT = 64;         /* INT2 tokens per stage */
-constexpr int TTB = 16;        /* BF16 tokens per stage */
-constexpr int NST_DEF = 3;     /* INT2 stages per warp */
-constexpr int NSTB_ONLY = 3;   /* BF16 stages per warp in the BF16-cache kernel */
+constexpr int NW = 4;           /* warps per CTA */
+constexpr int TT = 64;          /* INT2 tokens per stage */
+constexpr int TTB = 16;         /* BF16 tokens per stage */
+constexpr int NST_DEF = 3;      /* INT2 stages per warp */
+constexpr int NSTB_ONLY = 3;    /* BF16 stages per warp in the BF16-cache kernel */
 constexpr int BF16_WEIGHT = 12; /* work units of one BF16 token (512 B vs 72 B, and less pipelined) */
 constexpr float NEG_INF = -__builtin_huge_valf();
 
@@ -70,10 +71,7 @@ template <int D> __device__ __forceinline__ int swz(int row, int byte)
 }
 template <int D> constexpr int epi_bytes() { return 8 * (D + 2) * 4; }
 
-__device__ __forceinline__ unsigned smem_u32(const void *p)
-{
-    return (unsigned)__cvta_generic_to_shared(p);
-}
+__device__ __forceinline__ unsigned smem_u32(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes)
 {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
@@ -173,9 +171,12 @@ __device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
 }
 __device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
 {
-    if (dtype == OKV_DTYPE_F32) ((float *)p)[i] = v;
-    else if (dtype == OKV_DTYPE_F16) ((__half *)p)[i] = __float2half_rn(v);
-    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    if (dtype == OKV_DTYPE_F32)
+        ((float *)p)[i] = v;
+    else if (dtype == OKV_DTYPE_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
 __device__ __forceinline__ float ld_meta(const unsigned char *p, int meta_dtype)
 {
@@ -204,7 +205,8 @@ __device__ __forceinline__ void load_bf16_stage(unsigned char *st, const okvc_ca
         const int j = j0 + (lane & (TTB - 1));
         if (j < j1) {
             int slot;
-            if (bf16_only) slot = j;
+            if (bf16_only)
+                slot = j;
             else {
                 const int pos = j < x.ns ? j : c.s0 + x.I + (j - x.ns);
                 slot = pos < c.s0 ? pos : c.s0 + (pos - c.s0) % (c.w + c.f);
@@ -257,8 +259,8 @@ __device__ __forceinline__ void load_int2_stage(unsigned char *st, const I2L &L,
         const int ci = lane + 32 * it, r = ci / CPR, part = ci % CPR;
         const int qq = it / CPR;
         const int p = __shfl_sync(0xffffffffu, pg[qq], r - 32 * qq), s = __shfl_sync(0xffffffffu, sl[qq], r - 32 * qq);
-        const unsigned char *src = p >= 0 ? L.kc + (unsigned long long)(unsigned)p * L.pb + (unsigned)s * (D / 4) + part * 16
-                                          : L.kc;
+        const unsigned char *src =
+            p >= 0 ? L.kc + (unsigned long long)(unsigned)p * L.pb + (unsigned)s * (D / 4) + part * 16 : L.kc;
         const int n = p >= 0 ? 16 : 0;
         const int dofs = swz<D>(r, part * 16);
         cp_async16(st + dofs, src, n);
@@ -271,14 +273,21 @@ __device__ __forceinline__ void load_int2_stage(unsigned char *st, const I2L &L,
         const int ci = lane + 32 * it, r = ci / UPR, part = ci % UPR;
         const int qq = it / UPR;
         const int p = __shfl_sync(0xffffffffu, pg[qq], r - 32 * qq), s = __shfl_sync(0xffffffffu, sl[qq], r - 32 * qq);
-        const unsigned char *src = p >= 0 ? L.km + (unsigned long long)(unsigned)p * L.pb + (unsigned)s * MB + part * UNIT
-                                          : L.km;
+        const unsigned char *src =
+            p >= 0 ? L.km + (unsigned long long)(unsigned)p * L.pb + (unsigned)s * MB + part * UNIT : L.km;
         const unsigned char *sv = src + (p >= 0 ? L.mvofs : 0);
         const int n = p >= 0 ? UNIT : 0;
         unsigned char *dk = km + r * MB + part * UNIT, *dv = vm + r * MB + part * UNIT;
-        if (UNIT == 16) { cp_async16(dk, src, n); cp_async16(dv, sv, n); }
-        else if (UNIT == 8) { cp_async8(dk, src, n); cp_async8(dv, sv, n); }
-        else { cp_async4(dk, src, n); cp_async4(dv, sv, n); }
+        if (UNIT == 16) {
+            cp_async16(dk, src, n);
+            cp_async16(dv, sv, n);
+        } else if (UNIT == 8) {
+            cp_async8(dk, src, n);
+            cp_async8(dv, sv, n);
+        } else {
+            cp_async4(dk, src, n);
+            cp_async4(dv, sv, n);
+        }
     }
 }
 
@@ -296,14 +305,14 @@ template <int META> __device__ __forceinline__ float2 ld_pair(const unsigned cha
 
 /* Online softmax over NT rows per thread; s[row][e] (e: head 2t+e) in log2 units.
  * Returns the correction factors and leaves p in s. */
-template <int NT>
-__device__ __forceinline__ void softmax_step(float (&s)[NT][2], float m[2], float l[2], float corr[2])
+template <int NT> __device__ __forceinline__ void softmax_step(float (&s)[NT][2], float m[2], float l[2], float corr[2])
 {
 #pragma unroll
     for (int e = 0; e < 2; ++e) {
         float mx = s[0][e];
 #pragma unroll
-        for (int r = 1; r < NT; ++r) mx = fmaxf(mx, s[r][e]);
+        for (int r = 1; r < NT; ++r)
+            mx = fmaxf(mx, s[r][e]);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
@@ -337,7 +346,8 @@ template <int D, int NG> __device__ __forceinline__ int int2_vgroup(int mt)
 
 /* MODE 0: mixed cache (NS INT2 stages per warp), 1: BF16 cache (NS BF16 stages per warp) */
 template <int D, int NG, int META, int MODE, int NS>
-__global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 4 : 1) decode_kernel(okvc_decode_args_t a, float sm2)
+__global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 4 : 1)
+    decode_kernel(okvc_decode_args_t a, float sm2)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int MT = D / 16;
@@ -357,8 +367,11 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
     x.qh0 = x.h * gq + chunk * 8;
     x.gh = min(8, gq - chunk * 8);
     x.L = c.seq_lens[x.b];
-    if (MODE == 1) { x.I = 0; x.ns = x.L; x.nb = x.L; }
-    else {
+    if (MODE == 1) {
+        x.I = 0;
+        x.ns = x.L;
+        x.nb = x.L;
+    } else {
         x.I = c.int2_lens[x.b];
         x.ns = min(x.L, c.s0);
         x.nb = x.ns + max(0, x.L - c.s0 - x.I);
@@ -379,7 +392,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
 
     float o[MT][4];
 #pragma unroll
-    for (int i = 0; i < MT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    for (int i = 0; i < MT; ++i)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.f, 0.f};
 
     /* ================= BF16 phase ================= */
@@ -445,8 +459,10 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
             softmax_step<2>(sc, m, l, corr);
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
-                o[i][0] *= corr[0]; o[i][2] *= corr[0];
-                o[i][1] *= corr[1]; o[i][3] *= corr[1];
+                o[i][0] *= corr[0];
+                o[i][2] *= corr[0];
+                o[i][1] *= corr[1];
+                o[i][3] *= corr[1];
             }
             const uint32_t h0 = pack_bf2(sc[0][0], sc[0][1]), h1 = pack_bf2(sc[1][0], sc[1][1]);
             const uint32_t b0 = movtrans(h0), b1 = movtrans(h1);
@@ -490,7 +506,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                    for (int r = 0; r < 4; ++r) buf[(2 * t + (r & 1)) * D + mt * 16 + g + 8 * (r >> 1)] = o[mt][r];
+                    for (int r = 0; r < 4; ++r)
+                        buf[(2 * t + (r & 1)) * D + mt * 16 + g + 8 * (r >> 1)] = o[mt][r];
                 __syncwarp();
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt)
@@ -505,7 +522,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
             uint32_t qh[MT][2];
             float qs1[NG], qs0[NG]; /* per group: sum of fp16 operand, sum of q */
 #pragma unroll
-            for (int j = 0; j < NG; ++j) qs1[j] = qs0[j] = 0.f;
+            for (int j = 0; j < NG; ++j)
+                qs1[j] = qs0[j] = 0.f;
             float qv[MT][4];
 #pragma unroll
             for (int kt = 0; kt < MT; ++kt) {
@@ -549,7 +567,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 }
             }
 #pragma unroll
-            for (int e = 0; e < 2; ++e) Ac[e] = sm2 / __shfl_sync(0xffffffffu, qscale, (2 * t + e) * 4);
+            for (int e = 0; e < 2; ++e)
+                Ac[e] = sm2 / __shfl_sync(0xffffffffu, qscale, (2 * t + e) * 4);
 
             constexpr int MB = GeoI<D, NG, META, NST>::MBMAX;
             constexpr int MSZ = GeoI<D, NG, META, NST>::MSZ;
@@ -578,8 +597,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 cp_commit();
                 cp_wait<NST - 1>();
                 __syncwarp();
-                const unsigned char *ks = stage_ptr(s), *vs = ks + TT * RS, *km = ks + 2 * TT * RS,
-                                    *vm = km + TT * MB;
+                const unsigned char *ks = stage_ptr(s), *vs = ks + TT * RS, *km = ks + 2 * TT * RS, *vm = km + TT * MB;
                 const int ib = i0 + (warp + s * NW) * TT;
                 float sc[TT / 8][2]; /* rows: 16 m + g, 16 m + g + 8 */
 #pragma unroll
@@ -587,7 +605,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                     const int r0 = mt2 * 16 + g, r1 = r0 + 8;
                     float acc[NG][4];
 #pragma unroll
-                    for (int j = 0; j < NG; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+                    for (int j = 0; j < NG; ++j)
+                        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
 #pragma unroll
                     for (int wi = 0; wi < D / 64; ++wi) {
                         const uint32_t x0 = *(const uint32_t *)(ks + swz<D>(r0, 16 * wi + 4 * t));
@@ -598,7 +617,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
         const int kt = wi * 4 + K;                                                                                     \
         const int j = (16 * wi + K * (D / 4)) / G;                                                                     \
         constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
-        mma_f16(acc[j], andor<msk>(x0, MAGIC), andor<msk>(x1, MAGIC), andor<msk>(x0h, MAGIC), andor<msk>(x1h, MAGIC), \
+        mma_f16(acc[j], andor<msk>(x0, MAGIC), andor<msk>(x1, MAGIC), andor<msk>(x0h, MAGIC), andor<msk>(x1h, MAGIC),  \
                 qh[kt][0], qh[kt][1]);                                                                                 \
     }
                         OKV_QK(0) OKV_QK(1) OKV_QK(2) OKV_QK(3)
@@ -624,13 +643,19 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 softmax_step<TT / 8>(sc, m, l, corr);
 #pragma unroll
                 for (int i = 0; i < MT; ++i) {
-                    o[i][0] *= corr[0]; o[i][2] *= corr[0];
-                    o[i][1] *= corr[1]; o[i][3] *= corr[1];
+                    o[i][0] *= corr[0];
+                    o[i][2] *= corr[0];
+                    o[i][1] *= corr[1];
+                    o[i][3] *= corr[1];
                 }
 #pragma unroll
                 for (int j = 0; j < NG; ++j) {
-                    ob[j][0] *= corr[0]; ob[j][2] *= corr[0]; plo[j][0] *= corr[0];
-                    ob[j][1] *= corr[1]; ob[j][3] *= corr[1]; plo[j][1] *= corr[1];
+                    ob[j][0] *= corr[0];
+                    ob[j][2] *= corr[0];
+                    plo[j][0] *= corr[0];
+                    ob[j][1] *= corr[1];
+                    ob[j][3] *= corr[1];
+                    plo[j][1] *= corr[1];
                 }
 #pragma unroll
                 for (int mt2 = 0; mt2 < TT / 16; ++mt2) {
@@ -680,8 +705,10 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                             xa[2] = prmt(wa, wb2, 0x7632);
                             xb[0] = prmt(wc, wd, 0x5410);
                             xb[2] = prmt(wc, wd, 0x7632);
-                            xa[1] = xa[0] >> 8; xa[3] = xa[2] >> 8;
-                            xb[1] = xb[0] >> 8; xb[3] = xb[2] >> 8;
+                            xa[1] = xa[0] >> 8;
+                            xa[3] = xa[2] >> 8;
+                            xb[1] = xb[0] >> 8;
+                            xb[3] = xb[2] >> 8;
 #define OKV_PV(K)                                                                                                      \
     {                                                                                                                  \
         constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
@@ -718,7 +745,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
             plo[j][e] += __shfl_xor_sync(0xffffffffu, plo[j][e], 16);
         }
     }
-    __syncthreads(); /* every warp is done with its stage buffers */
+    __syncthreads();                                 /* every warp is done with its stage buffers */
     float *ep = (float *)(smem + warp * WARP_BYTES); /* [8][D + 2]: O, m, l */
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -753,7 +780,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
         const int hh = it / D, ch = it % D;
         float M = NEG_INF;
 #pragma unroll
-        for (int w = 0; w < NW; ++w) M = fmaxf(M, ((float *)(smem + w * WARP_BYTES))[hh * (D + 2) + D]);
+        for (int w = 0; w < NW; ++w)
+            M = fmaxf(M, ((float *)(smem + w * WARP_BYTES))[hh * (D + 2) + D]);
         float Ls = 0.f, O = 0.f;
         if (M != NEG_INF) {
 #pragma unroll
@@ -783,7 +811,8 @@ template <int D> __global__ void __launch_bounds__(D) merge_kernel(okvc_decode_a
     const float *wso = (const float *)a.workspace;
     const float *wsl = wso + (size_t)c.batch * c.hq * nsplit * D;
     float M = NEG_INF;
-    for (int s = 0; s < nsplit; ++s) M = fmaxf(M, wsl[qi * nsplit + s]);
+    for (int s = 0; s < nsplit; ++s)
+        M = fmaxf(M, wsl[qi * nsplit + s]);
     float sum = 0.f, acc = 0.f;
     if (M != NEG_INF)
         for (int s = 0; s < nsplit; ++s) {
@@ -800,7 +829,8 @@ template <int D> __global__ void __launch_bounds__(D) merge_kernel(okvc_decode_a
         const int h = (int)(qi % c.hq) / (c.hq / c.hkv);
         const float *R = a.v_rotation + (a.per_head_rotation ? (size_t)h * D * D : 0);
         float r = 0.f;
-        for (int i = 0; i < D; ++i) r += os[i] * R[(size_t)ch * D + i];
+        for (int i = 0; i < D; ++i)
+            r += os[i] * R[(size_t)ch * D + i];
         st_any(a.out, a.out_dtype, qi * D + ch, r);
     } else {
         st_any(a.out, a.out_dtype, qi * D + ch, ov);
@@ -845,13 +875,14 @@ kfn_t pick_kernel(int d, int ng, int meta, int mode, size_t *smem)
         return kernel_ptr<128, 1, OKV_FMT_META_F16, 0, 2>(smem);
     if (d == 128 && ng == 1 && meta == OKV_FMT_META_F16 && ov == 4)
         return kernel_ptr<128, 1, OKV_FMT_META_F16, 0, 4>(smem);
-#define OKV_K(D, NG)                                                                                                   \
-    if (d == D && ng == NG) return pick_meta<D, NG>(meta, smem);
+        // clang-format off
+#define OKV_K(D, NG) if (d == D && ng == NG) return pick_meta<D, NG>(meta, smem);
     OKV_K(64, 1) OKV_K(64, 2)
     OKV_K(128, 1) OKV_K(128, 2) OKV_K(128, 4)
     OKV_K(256, 1) OKV_K(256, 2) OKV_K(256, 4) OKV_K(256, 8)
 #undef OKV_K
-    return nullptr;
+        // clang-format on
+        return nullptr;
 }
 
 /* Per-kernel: dynamic shared memory limit raised once, occupancy queried once
@@ -889,7 +920,8 @@ extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t
     const long long units = (long long)c.batch * c.hkv * hch;
     long long ms = a->max_seq_len > 0 ? a->max_seq_len : 1;
     long long work;
-    if (a->bf16_only) work = ms;
+    if (a->bf16_only)
+        work = ms;
     else {
         long long nb = ms < (long long)c.s0 + c.w + c.f ? ms : (long long)c.s0 + c.w + c.f;
         long long ni = ms - c.s0 > 0 ? ms - c.s0 : 0;
@@ -910,7 +942,10 @@ extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t
     for (long long s = 1; s <= top; ++s) {
         long long waves = (units * s + slots - 1) / slots;
         double cost = (double)waves / (double)s + 0.0005 * (double)s;
-        if (cost < bestc - 1e-12) { bestc = cost; best = s; }
+        if (cost < bestc - 1e-12) {
+            bestc = cost;
+            best = s;
+        }
     }
     return (int)best;
 }
@@ -940,8 +975,11 @@ extern "C" int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args
     e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     const unsigned nq = (unsigned)(c.batch * c.hq);
-    if (c.d == 64) merge_kernel<64><<<nq, 64, 0, st->stream>>>(*a, ns);
-    else if (c.d == 128) merge_kernel<128><<<nq, 128, 0, st->stream>>>(*a, ns);
-    else merge_kernel<256><<<nq, 256, 0, st->stream>>>(*a, ns);
+    if (c.d == 64)
+        merge_kernel<64><<<nq, 64, 0, st->stream>>>(*a, ns);
+    else if (c.d == 128)
+        merge_kernel<128><<<nq, 128, 0, st->stream>>>(*a, ns);
+    else
+        merge_kernel<256><<<nq, 256, 0, st->stream>>>(*a, ns);
     return cudaGetLastError();
 }

@@ -20,7 +20,8 @@
 #include "okv_cuda.h"
 #include "okv_format.h"
 
-namespace {
+namespace
+{
 
 constexpr float NEG_INF = -__builtin_huge_valf();
 
@@ -32,26 +33,32 @@ __device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
 }
 __device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
 {
-    if (dtype == OKV_DTYPE_F32) ((float *)p)[i] = v;
-    else if (dtype == OKV_DTYPE_F16) ((__half *)p)[i] = __float2half_rn(v);
-    else ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+    if (dtype == OKV_DTYPE_F32)
+        ((float *)p)[i] = v;
+    else if (dtype == OKV_DTYPE_F16)
+        ((__half *)p)[i] = __float2half_rn(v);
+    else
+        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 __device__ __forceinline__ float warp_max(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 __device__ __forceinline__ float warp_min(float v)
 {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1)
+        v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 __device__ __forceinline__ int warp_count(bool p) { return __popc(__ballot_sync(0xffffffffu, p)); }
@@ -62,8 +69,10 @@ __device__ __forceinline__ int find_seq(const int *indptr, int batch, int r)
     int lo = 0, hi = batch - 1;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
-        if (indptr[mid + 1] > r) hi = mid;
-        else lo = mid + 1;
+        if (indptr[mid + 1] > r)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return lo;
 }
@@ -74,13 +83,15 @@ __device__ __forceinline__ void rotate_row(const float *xs, const float *R, int 
                                            float (&y)[NPL])
 {
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) y[i] = 0.f;
+    for (int i = 0; i < NPL; ++i)
+        y[i] = 0.f;
     if (!transpose) {
         for (int k = 0; k < d; ++k) {
             const float xk = xs[k];
             const float *rr = R + (size_t)k * d + lane;
 #pragma unroll
-            for (int i = 0; i < NPL; ++i) y[i] = fmaf(xk, __ldg(rr + 32 * i), y[i]);
+            for (int i = 0; i < NPL; ++i)
+                y[i] = fmaf(xk, __ldg(rr + 32 * i), y[i]);
         }
     } else {
         /* y[c] = sum_k x[k] R[c][k] */
@@ -88,7 +99,8 @@ __device__ __forceinline__ void rotate_row(const float *xs, const float *R, int 
         for (int i = 0; i < NPL; ++i) {
             const float *rr = R + (size_t)(lane + 32 * i) * d;
             float acc = 0.f;
-            for (int k = 0; k < d; ++k) acc = fmaf(xs[k], __ldg(rr + k), acc);
+            for (int k = 0; k < d; ++k)
+                acc = fmaf(xs[k], __ldg(rr + k), acc);
             y[i] = acc;
         }
     }
@@ -109,7 +121,8 @@ __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip
         if (clip_mode == OKV_FMT_CLIP_BISECT) {
             float hi = 0.f;
 #pragma unroll
-            for (int i = 0; i < NPL; ++i) hi = fmaxf(hi, fabsf(x[i]));
+            for (int i = 0; i < NPL; ++i)
+                hi = fmaxf(hi, fabsf(x[i]));
             hi = warp_max(hi);
             float lo = 0.f;
             const int allowed = d - kk;
@@ -117,27 +130,33 @@ __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip
                 const float mid = 0.5f * (lo + hi);
                 int cnt = 0;
 #pragma unroll
-                for (int i = 0; i < NPL; ++i) cnt += warp_count(fabsf(x[i]) > mid);
-                if (cnt > allowed) lo = mid;
-                else hi = mid;
+                for (int i = 0; i < NPL; ++i)
+                    cnt += warp_count(fabsf(x[i]) > mid);
+                if (cnt > allowed)
+                    lo = mid;
+                else
+                    hi = mid;
             }
             tau = hi;
         } else {
             unsigned u[NPL];
 #pragma unroll
-            for (int i = 0; i < NPL; ++i) u[i] = __float_as_uint(fabsf(x[i]));
+            for (int i = 0; i < NPL; ++i)
+                u[i] = __float_as_uint(fabsf(x[i]));
             unsigned res = 0;
             for (int bit = 30; bit >= 0; --bit) {
                 const unsigned test = res | (1u << bit);
                 int cnt = 0;
 #pragma unroll
-                for (int i = 0; i < NPL; ++i) cnt += warp_count(u[i] < test);
+                for (int i = 0; i < NPL; ++i)
+                    cnt += warp_count(u[i] < test);
                 if (cnt <= kk) res = test;
             }
             tau = __uint_as_float(res);
         }
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) x[i] = x[i] > tau ? tau : (x[i] < -tau ? -tau : x[i]);
+        for (int i = 0; i < NPL; ++i)
+            x[i] = x[i] > tau ? tau : (x[i] < -tau ? -tau : x[i]);
     }
     /* ---- per-group metadata (G >= 32: element i of every lane is in group 32 i / G) ---- */
     const int ng = d / G;
@@ -147,7 +166,11 @@ __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip
         float mn = __builtin_huge_valf(), mx = -__builtin_huge_valf(), sum = 0.f;
 #pragma unroll
         for (int i = 0; i < NPL; ++i)
-            if ((32 * i) / G == j) { mn = fminf(mn, x[i]); mx = fmaxf(mx, x[i]); sum += x[i]; }
+            if ((32 * i) / G == j) {
+                mn = fminf(mn, x[i]);
+                mx = fmaxf(mx, x[i]);
+                sum += x[i];
+            }
         float s, l;
         if (quantizer == OKV_FMT_QUANT_LLOYD_MAX) {
             const float mu = warp_sum(sum) / (float)G;
@@ -170,13 +193,16 @@ __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip
         lo[j] = l;
     }
     if (!fits) return 0;
-    /* ---- codes, packing ---- */
+        /* ---- codes, packing ---- */
 #pragma unroll
     for (int i = 0; i < NPL; ++i) {
         const int j = (32 * i) / G;
         float s = sc[0], l = lo[0];
         for (int jj = 1; jj < ng; ++jj)
-            if (jj == j) { s = sc[jj]; l = lo[jj]; }
+            if (jj == j) {
+                s = sc[jj];
+                l = lo[jj];
+            }
         codes_s[lane + 32 * i] = (unsigned char)okv_group_code(x[i], s, l, quantizer);
     }
     __syncwarp();
@@ -187,10 +213,15 @@ __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip
     if (lane < ng) {
         float s = sc[0], l = lo[0];
         for (int jj = 1; jj < ng; ++jj)
-            if (jj == lane) { s = sc[jj]; l = lo[jj]; }
+            if (jj == lane) {
+                s = sc[jj];
+                l = lo[jj];
+            }
         unsigned char *mp = meta_out + (size_t)lane * 2 * msz;
-        if (meta_dtype == OKV_FMT_META_F32) { ((float *)mp)[0] = s; ((float *)mp)[1] = l; }
-        else if (meta_dtype == OKV_FMT_META_F16) {
+        if (meta_dtype == OKV_FMT_META_F32) {
+            ((float *)mp)[0] = s;
+            ((float *)mp)[1] = l;
+        } else if (meta_dtype == OKV_FMT_META_F16) {
             ((unsigned short *)mp)[0] = okv_f32_to_f16(s);
             ((unsigned short *)mp)[1] = okv_f32_to_f16(l);
         } else {
@@ -220,8 +251,8 @@ constexpr int WPB = 8; /* warps per block */
 /* Demotion: recent rows [S0 + I, S0 + after) of each sequence into INT2.
  * mode 0 (append): after = okv_int2_len_after(L, I, n_new); mode 1 (demote): I + min(recent, n_rows). */
 template <int NPL>
-__global__ void __launch_bounds__(WPB * 32) demote_kernel(okvc_cache_t c, const int *append_indptr, int n_rows,
-                                                          float kclip, float vclip, int *status)
+__global__ void __launch_bounds__(WPB * 32)
+    demote_kernel(okvc_cache_t c, const int *append_indptr, int n_rows, float kclip, float vclip, int *status)
 {
     __shared__ unsigned char cs[WPB][NPL * 32];
     __shared__ float xs_unused[1];
@@ -232,7 +263,8 @@ __global__ void __launch_bounds__(WPB * 32) demote_kernel(okvc_cache_t c, const 
     const int row = item / (2 * c.hkv), kv = (item / c.hkv) % 2, head = item % c.hkv;
     const int L = c.seq_lens[b], I = c.int2_lens[b];
     int after;
-    if (append_indptr) after = okv_int2_len_after(L, I, append_indptr[b + 1] - append_indptr[b], c.s0, c.w, c.f);
+    if (append_indptr)
+        after = okv_int2_len_after(L, I, append_indptr[b + 1] - append_indptr[b], c.s0, c.w, c.f);
     else {
         int recent = L - c.s0 - I;
         if (recent < 0) recent = 0;
@@ -245,22 +277,23 @@ __global__ void __launch_bounds__(WPB * 32) demote_kernel(okvc_cache_t c, const 
     const unsigned short *src = bf16_row_ptr(c, b, p, kv, head);
     float x[NPL];
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) x[i] = __uint_as_float(((unsigned)src[lane + 32 * i]) << 16);
+    for (int i = 0; i < NPL; ++i)
+        x[i] = __uint_as_float(((unsigned)src[lane + 32 * i]) << 16);
     unsigned char *pg = int2_page(c, b, p - c.s0);
     const int slot = (p - c.s0) % c.page;
     if (!quantize_row<NPL>(x, d, c.group, kv ? vclip : kclip, c.clip_mode, c.quantizer, c.meta_dtype,
                            pg + okv_int2_codes_offset(c.hkv, c.page, d, kv, head, slot),
-                           pg + okv_int2_meta_offset(c.hkv, c.page, d, c.group, c.meta_dtype, kv, head, slot),
-                           cs[warp], lane))
+                           pg + okv_int2_meta_offset(c.hkv, c.page, d, c.group, c.meta_dtype, kv, head, slot), cs[warp],
+                           lane))
         if (lane == 0) atomicOr(status, 1);
 }
 
 /* New rows: rotate, then quantize into INT2 or store bf16 into the sink / ring. */
 template <int NPL>
-__global__ void __launch_bounds__(WPB * 32) place_kernel(okvc_cache_t c, const void *k, const void *v, int dtype,
-                                                         const int *append_indptr, int n_rows, const float *krot,
-                                                         const float *vrot, int per_head, float kclip, float vclip,
-                                                         const float *kbias, int *status)
+__global__ void __launch_bounds__(WPB * 32)
+    place_kernel(okvc_cache_t c, const void *k, const void *v, int dtype, const int *append_indptr, int n_rows,
+                 const float *krot, const float *vrot, int per_head, float kclip, float vclip, const float *kbias,
+                 int *status)
 {
     __shared__ unsigned char cs[WPB][NPL * 32];
     __shared__ float xs[WPB][NPL * 32];
@@ -286,7 +319,8 @@ __global__ void __launch_bounds__(WPB * 32) place_kernel(okvc_cache_t c, const v
     rotate_row<NPL>(xs[warp], R, d, 0, lane, y);
     bool bad = false;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) bad |= !isfinite(y[i]) || (!to_int2 && !isfinite(__bfloat162float(__float2bfloat16_rn(y[i]))));
+    for (int i = 0; i < NPL; ++i)
+        bad |= !isfinite(y[i]) || (!to_int2 && !isfinite(__bfloat162float(__float2bfloat16_rn(y[i]))));
     if (__any_sync(0xffffffffu, bad)) {
         if (lane == 0) atomicOr(status, 2);
         return;
@@ -302,7 +336,8 @@ __global__ void __launch_bounds__(WPB * 32) place_kernel(okvc_cache_t c, const v
     } else {
         unsigned short *dst = bf16_row_ptr(c, b, p, kv, head);
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) dst[lane + 32 * i] = okv_f32_to_bf16(y[i]);
+        for (int i = 0; i < NPL; ++i)
+            dst[lane + 32 * i] = okv_f32_to_bf16(y[i]);
     }
 }
 
@@ -323,9 +358,9 @@ __global__ void lens_kernel(okvc_cache_t c, const int *append_indptr, int n_rows
 }
 
 template <int NPL>
-__global__ void __launch_bounds__(WPB * 32) rotate_kernel(const void *x, int xd, void *out, int od, const float *R,
-                                                          int n_rows, int n_heads, int d, int per_head, int hg,
-                                                          int transpose, const float *bias)
+__global__ void __launch_bounds__(WPB * 32)
+    rotate_kernel(const void *x, int xd, void *out, int od, const float *R, int n_rows, int n_heads, int d,
+                  int per_head, int hg, int transpose, const float *bias)
 {
     __shared__ float xs[WPB][NPL * 32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -341,12 +376,13 @@ __global__ void __launch_bounds__(WPB * 32) rotate_kernel(const void *x, int xd,
     float y[NPL];
     rotate_row<NPL>(xs[warp], R + (per_head ? (size_t)(head / hg) * d * d : 0), d, transpose, lane, y);
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) st_any(out, od, base + lane + 32 * i, y[i]);
+    for (int i = 0; i < NPL; ++i)
+        st_any(out, od, base + lane + 32 * i, y[i]);
 }
 
 template <int NPL>
-__global__ void __launch_bounds__(WPB * 32) dequant_kernel(okvc_cache_t c, const int *out_indptr, int out_rows,
-                                                           void *kout, void *vout, int od)
+__global__ void __launch_bounds__(WPB * 32)
+    dequant_kernel(okvc_cache_t c, const int *out_indptr, int out_rows, void *kout, void *vout, int od)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const long long item = (long long)blockIdx.x * WPB + warp;
@@ -372,8 +408,10 @@ __global__ void __launch_bounds__(WPB * 32) dequant_kernel(okvc_cache_t c, const
             const int code = okv_unpack_code(cb[ch % q], ch / q);
             const unsigned char *mp = mb + (size_t)(ch / c.group) * 2 * msz;
             float s, l;
-            if (c.meta_dtype == OKV_FMT_META_F32) { s = ((const float *)mp)[0]; l = ((const float *)mp)[1]; }
-            else if (c.meta_dtype == OKV_FMT_META_F16) {
+            if (c.meta_dtype == OKV_FMT_META_F32) {
+                s = ((const float *)mp)[0];
+                l = ((const float *)mp)[1];
+            } else if (c.meta_dtype == OKV_FMT_META_F16) {
                 s = okv_f16_to_f32(((const unsigned short *)mp)[0]);
                 l = okv_f16_to_f32(((const unsigned short *)mp)[1]);
             } else {
@@ -385,14 +423,15 @@ __global__ void __launch_bounds__(WPB * 32) dequant_kernel(okvc_cache_t c, const
     } else {
         const unsigned short *src = bf16_row_ptr(c, b, p, kv, head);
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) st_any(dst, od, ob + lane + 32 * i, okv_bf16_to_f32(src[lane + 32 * i]));
+        for (int i = 0; i < NPL; ++i)
+            st_any(dst, od, ob + lane + 32 * i, okv_bf16_to_f32(src[lane + 32 * i]));
     }
 }
 
 /* Row of logical position pos (either tier) into registers. */
 template <int NPL>
-__device__ __forceinline__ void read_cache_row(const okvc_cache_t &c, int b, int I, int pos, int kv, int head,
-                                               int lane, float (&y)[NPL])
+__device__ __forceinline__ void read_cache_row(const okvc_cache_t &c, int b, int I, int pos, int kv, int head, int lane,
+                                               float (&y)[NPL])
 {
     const int d = c.d;
     if (pos >= c.s0 && pos < c.s0 + I) {
@@ -407,8 +446,10 @@ __device__ __forceinline__ void read_cache_row(const okvc_cache_t &c, int b, int
             const int code = okv_unpack_code(cb[ch % q], ch / q);
             const unsigned char *mp = mb + (size_t)(ch / c.group) * 2 * msz;
             float s, l;
-            if (c.meta_dtype == OKV_FMT_META_F32) { s = ((const float *)mp)[0]; l = ((const float *)mp)[1]; }
-            else if (c.meta_dtype == OKV_FMT_META_F16) {
+            if (c.meta_dtype == OKV_FMT_META_F32) {
+                s = ((const float *)mp)[0];
+                l = ((const float *)mp)[1];
+            } else if (c.meta_dtype == OKV_FMT_META_F16) {
                 s = okv_f16_to_f32(((const unsigned short *)mp)[0]);
                 l = okv_f16_to_f32(((const unsigned short *)mp)[1]);
             } else {
@@ -420,15 +461,16 @@ __device__ __forceinline__ void read_cache_row(const okvc_cache_t &c, int b, int
     } else {
         const unsigned short *src = bf16_row_ptr(c, b, pos, kv, head);
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) y[i] = okv_bf16_to_f32(src[lane + 32 * i]);
+        for (int i = 0; i < NPL; ++i)
+            y[i] = okv_bf16_to_f32(src[lane + 32 * i]);
     }
 }
 
 /* Prefill attention, simple version: one warp per (query row, query head). */
 template <int NPL>
-__global__ void __launch_bounds__(WPB * 32) prefill_kernel(okvc_cache_t c, const int *q_indptr, int n_rows,
-                                                           const void *q, const void *kn, const void *vn, int idt,
-                                                           void *out, int od, float sm2)
+__global__ void __launch_bounds__(WPB * 32)
+    prefill_kernel(okvc_cache_t c, const int *q_indptr, int n_rows, const void *q, const void *kn, const void *vn,
+                   int idt, void *out, int od, float sm2)
 {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const long long item = (long long)blockIdx.x * WPB + warp;
@@ -462,17 +504,20 @@ __global__ void __launch_bounds__(WPB * 32) prefill_kernel(okvc_cache_t c, const
         }
         float s = 0.f;
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) s = fmaf(qv[i], kr[i], s);
+        for (int i = 0; i < NPL; ++i)
+            s = fmaf(qv[i], kr[i], s);
         s = warp_sum(s);
         const float mn = fmaxf(m, s);
         const float corr = exp2f(m - mn), p = exp2f(s - mn);
         l = l * corr + p;
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) acc[i] = acc[i] * corr + p * vr[i];
+        for (int i = 0; i < NPL; ++i)
+            acc[i] = acc[i] * corr + p * vr[i];
         m = mn;
     }
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) st_any(out, od, ((size_t)r * c.hq + qh) * d + lane + 32 * i, acc[i] / l);
+    for (int i = 0; i < NPL; ++i)
+        st_any(out, od, ((size_t)r * c.hq + qh) * d + lane + 32 * i, acc[i] / l);
 }
 
 /* acc[hg] (i, j) += sum_t sum_{h in group} w x_i x_j; one thread per (i, j). */
@@ -500,7 +545,8 @@ __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, in
         __syncthreads();
         const int lim = (int)((n - base) < 16 ? (n - base) : 16);
         float part = 0.f;
-        for (int r = 0; r < lim; ++r) part = fmaf(xi[r][threadIdx.y], xj[r][threadIdx.x], part);
+        for (int r = 0; r < lim; ++r)
+            part = fmaf(xi[r][threadIdx.y], xj[r][threadIdx.x], part);
         sum += (double)part;
     }
     acc[((size_t)grp * d + i) * d + j] += (T)sum;
@@ -510,29 +556,36 @@ __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, in
 
 #define OKV_BY_NPL(d, CALL)                                                                                            \
     do {                                                                                                               \
-        if ((d) == 64) { constexpr int NPL = 2; CALL; }                                                                \
-        else if ((d) == 128) { constexpr int NPL = 4; CALL; }                                                          \
-        else { constexpr int NPL = 8; CALL; }                                                                          \
+        if ((d) == 64) {                                                                                               \
+            constexpr int NPL = 2;                                                                                     \
+            CALL;                                                                                                      \
+        } else if ((d) == 128) {                                                                                       \
+            constexpr int NPL = 4;                                                                                     \
+            CALL;                                                                                                      \
+        } else {                                                                                                       \
+            constexpr int NPL = 8;                                                                                     \
+            CALL;                                                                                                      \
+        }                                                                                                              \
     } while (0)
 
 extern "C" int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *cp, const void *k, const void *v,
-                                  int dtype, const int *append_indptr, int n_rows, const float *krot,
-                                  const float *vrot, int per_head, float kclip, float vclip, const float *kbias)
+                                  int dtype, const int *append_indptr, int n_rows, const float *krot, const float *vrot,
+                                  int per_head, float kclip, float vclip, const float *kbias)
 {
     const okvc_cache_t c = *cp;
     if (c.batch == 0) return cudaSuccess;
     const int maxdem = c.w + c.f;
     dim3 g1((maxdem * 2 * c.hkv + WPB - 1) / WPB, c.batch);
-    OKV_BY_NPL(c.d, (demote_kernel<NPL><<<g1, WPB * 32, 0, st->stream>>>(c, append_indptr, 0, kclip, vclip,
-                                                                           st->d_status)));
+    OKV_BY_NPL(c.d,
+               (demote_kernel<NPL><<<g1, WPB * 32, 0, st->stream>>>(c, append_indptr, 0, kclip, vclip, st->d_status)));
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     if (n_rows > 0) {
         const long long items = (long long)n_rows * 2 * c.hkv;
         const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
-        OKV_BY_NPL(c.d, (place_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, k, v, dtype, append_indptr, n_rows,
-                                                                              krot, vrot, per_head, kclip, vclip,
-                                                                              kbias, st->d_status)));
+        OKV_BY_NPL(
+            c.d, (place_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, k, v, dtype, append_indptr, n_rows, krot, vrot,
+                                                                     per_head, kclip, vclip, kbias, st->d_status)));
         e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
@@ -540,16 +593,15 @@ extern "C" int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *cp
     return cudaGetLastError();
 }
 
-extern "C" int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *cp, int n_rows, float kclip,
-                                  float vclip)
+extern "C" int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *cp, int n_rows, float kclip, float vclip)
 {
     const okvc_cache_t c = *cp;
     if (c.batch == 0 || n_rows <= 0) return cudaSuccess;
     int maxdem = c.w + c.f;
     if (n_rows < maxdem) maxdem = n_rows;
     dim3 g1((maxdem * 2 * c.hkv + WPB - 1) / WPB, c.batch);
-    OKV_BY_NPL(c.d, (demote_kernel<NPL><<<g1, WPB * 32, 0, st->stream>>>(c, nullptr, n_rows, kclip, vclip,
-                                                                           st->d_status)));
+    OKV_BY_NPL(c.d,
+               (demote_kernel<NPL><<<g1, WPB * 32, 0, st->stream>>>(c, nullptr, n_rows, kclip, vclip, st->d_status)));
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     lens_kernel<<<(c.batch + 127) / 128, 128, 0, st->stream>>>(c, nullptr, n_rows);
@@ -563,8 +615,8 @@ extern "C" int okvc_rotate_launch(const okvc_state_t *st, const void *x, int xd,
     const long long items = (long long)n_rows * n_heads;
     if (items == 0) return cudaSuccess;
     const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
-    OKV_BY_NPL(d, (rotate_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(x, xd, out, od, R, n_rows, n_heads, d,
-                                                                         per_head, hg > 0 ? hg : 1, transpose, bias)));
+    OKV_BY_NPL(d, (rotate_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(x, xd, out, od, R, n_rows, n_heads, d, per_head,
+                                                                       hg > 0 ? hg : 1, transpose, bias)));
     return cudaGetLastError();
 }
 
@@ -588,8 +640,8 @@ extern "C" int okvc_prefill_launch(const okvc_state_t *st, const okvc_cache_t *c
     if (items == 0 || c.batch == 0) return cudaSuccess;
     const float sm = (sm_scale > 0.f ? sm_scale : 1.0f / sqrtf((float)c.d)) * 1.4426950408889634f;
     const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
-    OKV_BY_NPL(c.d, (prefill_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, q_indptr, n_rows, q, kn, vn, idt, out,
-                                                                            od, sm)));
+    OKV_BY_NPL(
+        c.d, (prefill_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, q_indptr, n_rows, q, kn, vn, idt, out, od, sm)));
     return cudaGetLastError();
 }
 
@@ -600,6 +652,7 @@ extern "C" int okvc_moments_launch(const okvc_state_t *st, const void *x, int xd
     dim3 grid(d / 16, d / 16, n_heads / hg), block(16, 16);
     if (acc_dtype == OKV_DTYPE_F64)
         moments_kernel<double><<<grid, block, 0, st->stream>>>(x, xd, w, (double *)acc, n_rows, n_heads, d, hg);
-    else moments_kernel<float><<<grid, block, 0, st->stream>>>(x, xd, w, (float *)acc, n_rows, n_heads, d, hg);
+    else
+        moments_kernel<float><<<grid, block, 0, st->stream>>>(x, xd, w, (float *)acc, n_rows, n_heads, d, hg);
     return cudaGetLastError();
 }

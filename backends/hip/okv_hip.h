@@ -67,8 +67,7 @@ int okvh_rotate_launch(const okvh_state_t *st, const void *x, int xd, void *out,
 int okvh_append_launch(const okvh_state_t *st, const okvh_cache_t *c, const void *k, const void *v, int dtype,
                        const int *append_indptr, int n_rows, const float *krot, const float *vrot, int per_head,
                        float kclip, float vclip, int commit);
-int okvh_demote_launch(const okvh_state_t *st, const okvh_cache_t *c, int n_rows, float kclip, float vclip,
-                       int commit);
+int okvh_demote_launch(const okvh_state_t *st, const okvh_cache_t *c, int n_rows, float kclip, float vclip, int commit);
 int okvh_dequantize_launch(const okvh_state_t *st, const okvh_cache_t *c, const int *out_indptr, int out_rows,
                            void *kout, void *vout, int od);
 

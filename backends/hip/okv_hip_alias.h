@@ -96,19 +96,22 @@ __device__ __forceinline__ bool okv_wave_any(bool p) { return __any_sync(OKV_FUL
 __device__ __forceinline__ float okv_wave_sum(float v)
 {
 #pragma unroll
-    for (int o = OKV_WAVE / 2; o > 0; o >>= 1) v += okv_shfl_xor(v, o);
+    for (int o = OKV_WAVE / 2; o > 0; o >>= 1)
+        v += okv_shfl_xor(v, o);
     return v;
 }
 __device__ __forceinline__ float okv_wave_max(float v)
 {
 #pragma unroll
-    for (int o = OKV_WAVE / 2; o > 0; o >>= 1) v = fmaxf(v, okv_shfl_xor(v, o));
+    for (int o = OKV_WAVE / 2; o > 0; o >>= 1)
+        v = fmaxf(v, okv_shfl_xor(v, o));
     return v;
 }
 __device__ __forceinline__ float okv_wave_min(float v)
 {
 #pragma unroll
-    for (int o = OKV_WAVE / 2; o > 0; o >>= 1) v = fminf(v, okv_shfl_xor(v, o));
+    for (int o = OKV_WAVE / 2; o > 0; o >>= 1)
+        v = fminf(v, okv_shfl_xor(v, o));
     return v;
 }
 #endif /* OKV_HIP_ALIAS_H */

@@ -27,7 +27,8 @@
 #define OKV_HIP_TARGETS "unknown targets"
 #endif
 
-namespace {
+namespace
+{
 
 okv_status_t fail(okv_err_t *err, okv_status_t st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 okv_status_t fail(okv_err_t *err, okv_status_t st, const char *fmt, ...)
@@ -97,8 +98,8 @@ okv_status_t hp_probe(int32_t *device_count, char *reason, size_t cap)
         char arch[64] = "";
         if (hipGetDeviceProperties(&p, 0) == hipSuccess) {
             device_arch(p, arch, sizeof arch);
-            snprintf(reason, cap, "%d device(s); 0: %.120s (%s, %.40s, wave %d, %d CUs)", n, p.name, OKV_DEVICE_VENDOR, arch,
-                     p.warpSize, p.multiProcessorCount);
+            snprintf(reason, cap, "%d device(s); 0: %.120s (%s, %.40s, wave %d, %d CUs)", n, p.name, OKV_DEVICE_VENDOR,
+                     arch, p.warpSize, p.multiProcessorCount);
         }
     }
     return OKV_SUCCESS;
@@ -276,7 +277,8 @@ okv_status_t flags_check(okvh_state_t *st, const char *op, okv_err_t *err)
                     "hip %s: invalid page table, lengths or indptr (page index outside its pool, too few pages, "
                     "non-monotone indptr or inconsistent seq_len/int2_len)",
                     op);
-    if (f & OKVH_FLAG_NONFINITE) return fail(err, OKV_ERROR_NONFINITE_INPUT, "hip %s: NaN or Inf in the input data", op);
+    if (f & OKVH_FLAG_NONFINITE)
+        return fail(err, OKV_ERROR_NONFINITE_INPUT, "hip %s: NaN or Inf in the input data", op);
     if (f & OKVH_FLAG_META_OVERFLOW)
         return fail(err, OKV_ERROR_METADATA_OVERFLOW, "hip %s: a group's scale/offset does not fit the metadata type",
                     op);
@@ -520,8 +522,8 @@ okv_status_t hp_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *e
     TRY(flags_check(st, "prefill", err));
     return launched(err,
                     okvh_prefill_launch(st, &c, qip, p->n_rows, okv_ref_ptr(p->q), okv_ref_ptr(p->k_new),
-                                        okv_ref_ptr(p->v_new), (int)p->in_dtype, okv_ref_ptr(p->out),
-                                        (int)p->out_dtype, p->sm_scale),
+                                        okv_ref_ptr(p->v_new), (int)p->in_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,
+                                        p->sm_scale),
                     "prefill attention");
 }
 

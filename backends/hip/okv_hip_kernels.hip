@@ -30,7 +30,8 @@
 #define OKVH_DEC_WAVES 4 /* waves per decode block */
 #define OKVH_GMAX 8      /* query heads per decode block */
 
-namespace {
+namespace
+{
 
 constexpr float NEG_INF = -__builtin_huge_valf();
 constexpr float LOG2E = 1.4426950408889634f;
@@ -118,7 +119,8 @@ __device__ __forceinline__ void read_row(const okvh_cache_t &c, int b, int I, in
     } else {
         const unsigned short *src = bf16_row(c, b, pos, kv, head);
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) y[i] = okv_bf16_to_f32(src[lane + OKV_WAVE * i]);
+        for (int i = 0; i < NPL; ++i)
+            y[i] = okv_bf16_to_f32(src[lane + OKV_WAVE * i]);
     }
 }
 
@@ -140,7 +142,8 @@ __device__ int quantize_row(float (&x)[D / OKV_WAVE], int G, float ratio, int cl
         if (clip_mode == OKV_FMT_CLIP_BISECT) {
             float hi = 0.f;
 #pragma unroll
-            for (int i = 0; i < NPL; ++i) hi = fmaxf(hi, fabsf(x[i]));
+            for (int i = 0; i < NPL; ++i)
+                hi = fmaxf(hi, fabsf(x[i]));
             hi = okv_wave_max(hi);
             float lo = 0.f;
             const int allowed = D - kk;
@@ -148,7 +151,8 @@ __device__ int quantize_row(float (&x)[D / OKV_WAVE], int G, float ratio, int cl
                 const float mid = 0.5f * (lo + hi);
                 int cnt = 0;
 #pragma unroll
-                for (int i = 0; i < NPL; ++i) cnt += okv_wave_count(fabsf(x[i]) > mid);
+                for (int i = 0; i < NPL; ++i)
+                    cnt += okv_wave_count(fabsf(x[i]) > mid);
                 if (cnt > allowed)
                     lo = mid;
                 else
@@ -160,19 +164,22 @@ __device__ int quantize_row(float (&x)[D / OKV_WAVE], int G, float ratio, int cl
              * over the (monotone) float bits of |x| */
             unsigned u[NPL];
 #pragma unroll
-            for (int i = 0; i < NPL; ++i) u[i] = okv_f2u_(fabsf(x[i]));
+            for (int i = 0; i < NPL; ++i)
+                u[i] = okv_f2u_(fabsf(x[i]));
             unsigned res = 0;
             for (int bit = 30; bit >= 0; --bit) {
                 const unsigned test = res | (1u << bit);
                 int cnt = 0;
 #pragma unroll
-                for (int i = 0; i < NPL; ++i) cnt += okv_wave_count(u[i] < test);
+                for (int i = 0; i < NPL; ++i)
+                    cnt += okv_wave_count(u[i] < test);
                 if (cnt <= kk) res = test;
             }
             tau = okv_u2f_(res);
         }
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) x[i] = x[i] > tau ? tau : (x[i] < -tau ? -tau : x[i]);
+        for (int i = 0; i < NPL; ++i)
+            x[i] = x[i] > tau ? tau : (x[i] < -tau ? -tau : x[i]);
     }
     /* ---- per-group metadata: group of channel ch is ch / G ---- */
     const int ng = D / G;
@@ -211,7 +218,7 @@ __device__ int quantize_row(float (&x)[D / OKV_WAVE], int G, float ratio, int cl
         lo[j] = l;
     }
     if (!fits || !commit) return fits;
-    /* ---- codes through shared memory, then quartered packing ---- */
+        /* ---- codes through shared memory, then quartered packing ---- */
 #pragma unroll
     for (int i = 0; i < NPL; ++i) {
         const int ch = lane + OKV_WAVE * i;
@@ -292,20 +299,23 @@ __device__ __forceinline__ void rotate_row(const float *xs, const float *R, int 
 {
     constexpr int NPL = D / OKV_WAVE;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) y[i] = 0.f;
+    for (int i = 0; i < NPL; ++i)
+        y[i] = 0.f;
     if (!transpose) {
         for (int k = 0; k < D; ++k) {
             const float xk = xs[k];
             const float *rr = R + (size_t)k * D + lane;
 #pragma unroll
-            for (int i = 0; i < NPL; ++i) y[i] = fmaf(xk, rr[OKV_WAVE * i], y[i]);
+            for (int i = 0; i < NPL; ++i)
+                y[i] = fmaf(xk, rr[OKV_WAVE * i], y[i]);
         }
     } else {
 #pragma unroll
         for (int i = 0; i < NPL; ++i) {
             const float *rr = R + (size_t)(lane + OKV_WAVE * i) * D;
             float acc = 0.f;
-            for (int k = 0; k < D; ++k) acc = fmaf(xs[k], rr[k], acc);
+            for (int k = 0; k < D; ++k)
+                acc = fmaf(xs[k], rr[k], acc);
             y[i] = acc;
         }
     }
@@ -322,12 +332,14 @@ __global__ void rotate_kernel(const void *x, int xd, void *out, int od, const fl
     const int head = (int)(item % n_heads);
     const size_t base = (size_t)item * D;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) xs[lane + OKV_WAVE * i] = ld_any(x, xd, base + lane + OKV_WAVE * i);
+    for (int i = 0; i < NPL; ++i)
+        xs[lane + OKV_WAVE * i] = ld_any(x, xd, base + lane + OKV_WAVE * i);
     __syncthreads(); /* the whole row is read before any store (x and out may alias) */
     float y[NPL];
     rotate_row<D>(xs, R + (per_head ? (size_t)(head / hg) * D * D : 0), transpose, lane, y);
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) st_any(out, od, base + lane + OKV_WAVE * i, y[i]);
+    for (int i = 0; i < NPL; ++i)
+        st_any(out, od, base + lane + OKV_WAVE * i, y[i]);
 }
 
 /* ----------------------------------------------------------- append/demote -- */
@@ -359,7 +371,8 @@ __global__ void demote_kernel(okvh_cache_t c, const int *aip, int n_rows, float 
     const unsigned short *src = bf16_row(c, b, p, kv, head);
     float x[NPL];
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) x[i] = okv_bf16_to_f32(src[lane + OKV_WAVE * i]);
+    for (int i = 0; i < NPL; ++i)
+        x[i] = okv_bf16_to_f32(src[lane + OKV_WAVE * i]);
     unsigned char *pg = int2_page(c, b, p - c.s0);
     const int slot = (p - c.s0) % c.page;
     if (!quantize_row<D>(x, c.group, kv ? vclip : kclip, c.clip_mode, c.quantizer, c.meta_dtype,
@@ -390,14 +403,16 @@ __global__ void place_kernel(okvh_cache_t c, const void *k, const void *v, int d
     const void *src = kv ? v : k;
     const size_t base = ((size_t)r * c.hkv + head) * D;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) xs[lane + OKV_WAVE * i] = ld_any(src, dtype, base + lane + OKV_WAVE * i);
+    for (int i = 0; i < NPL; ++i)
+        xs[lane + OKV_WAVE * i] = ld_any(src, dtype, base + lane + OKV_WAVE * i);
     __syncthreads();
     const float *R = (kv ? vrot : krot) + (per_head ? (size_t)head * D * D : 0);
     float y[NPL];
     rotate_row<D>(xs, R, 0, lane, y);
     bool bad = false;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) bad |= !finite_f(y[i]) || (!to_int2 && !finite_f(okv_bf16_to_f32(okv_f32_to_bf16(y[i]))));
+    for (int i = 0; i < NPL; ++i)
+        bad |= !finite_f(y[i]) || (!to_int2 && !finite_f(okv_bf16_to_f32(okv_f32_to_bf16(y[i]))));
     if (okv_wave_any(bad)) {
         if (lane == 0) atomicOr(flags, OKVH_FLAG_NONFINITE);
         return;
@@ -413,7 +428,8 @@ __global__ void place_kernel(okvh_cache_t c, const void *k, const void *v, int d
     } else if (commit) {
         unsigned short *dst = bf16_row(c, b, p, kv, head);
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) dst[lane + OKV_WAVE * i] = okv_f32_to_bf16(y[i]);
+        for (int i = 0; i < NPL; ++i)
+            dst[lane + OKV_WAVE * i] = okv_f32_to_bf16(y[i]);
     }
 }
 
@@ -428,8 +444,7 @@ __global__ void lens_kernel(okvh_cache_t c, const int *aip, int n_rows)
 }
 
 /* -------------------------------------------------------------- dequantize -- */
-template <int D>
-__global__ void dequant_kernel(okvh_cache_t c, const int *out_indptr, void *kout, void *vout, int od)
+template <int D> __global__ void dequant_kernel(okvh_cache_t c, const int *out_indptr, void *kout, void *vout, int od)
 {
     constexpr int NPL = D / OKV_WAVE;
     const int lane = lane_id();
@@ -444,7 +459,8 @@ __global__ void dequant_kernel(okvh_cache_t c, const int *out_indptr, void *kout
     void *dst = kv ? vout : kout;
     const size_t ob = ((size_t)r * c.hkv + head) * D;
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) st_any(dst, od, ob + lane + OKV_WAVE * i, y[i]);
+    for (int i = 0; i < NPL; ++i)
+        st_any(dst, od, ob + lane + OKV_WAVE * i, y[i]);
 }
 
 /* ------------------------------------------------------------------ decode -- */
@@ -476,7 +492,8 @@ template <class KF, class QF> __device__ __forceinline__ okvh_f4 mfma_scores16(i
 {
     okvh_f4 acc = {0.f, 0.f, 0.f, 0.f};
     const int row = lane % 16, kq = lane / 16;
-    for (int c0 = 0; c0 < d; c0 += 4) acc = __builtin_amdgcn_mfma_f32_16x16x4f32(kat(row, c0 + kq), qat(row, c0 + kq), acc, 0, 0, 0);
+    for (int c0 = 0; c0 < d; c0 += 4)
+        acc = __builtin_amdgcn_mfma_f32_16x16x4f32(kat(row, c0 + kq), qat(row, c0 + kq), acc, 0, 0, 0);
     return acc;
 }
 #endif
@@ -489,7 +506,8 @@ __global__ void mfma_selftest_kernel(const float *k, const float *q, float *s, i
     okvh_f4 acc = mfma_scores16(
         lane, d, [&](int t, int ch) { return k[t * d + ch]; }, [&](int j, int ch) { return q[j * d + ch]; });
 #pragma unroll
-    for (int r = 0; r < 4; ++r) s[(4 * (lane / 16) + r) * 16 + lane % 16] = acc[r];
+    for (int r = 0; r < 4; ++r)
+        s[(4 * (lane / 16) + r) * 16 + lane % 16] = acc[r];
 #else
     if (threadIdx.x == 0) s[0] = __builtin_nanf(""); /* no matrix cores in this code object */
     (void)k;
@@ -538,16 +556,17 @@ __global__ void decode_split_kernel(okvh_cache_t c, const void *q, int qd, float
         __syncthreads();
         for (int t0 = from + 16 * wave; t0 < to; t0 += 16 * OKVH_DEC_WAVES) {
             const okvh_f4 sacc = mfma_scores16(
-                lane, D,
-                [&](int tt, int ch) { return t0 + tt < to ? read_elem(c, b, I, t0 + tt, 0, h, ch) : 0.f; },
+                lane, D, [&](int tt, int ch) { return t0 + tt < to ? read_elem(c, b, I, t0 + tt, 0, h, ch) : 0.f; },
                 [&](int j, int ch) { return j < gh ? sq[j][ch] : 0.f; });
 #pragma unroll
             for (int tt = 0; tt < 16; ++tt) {
                 float vr[NPL];
-                if (t0 + tt < to) read_row<D>(c, b, I, t0 + tt, 1, h, lane, vr);
+                if (t0 + tt < to)
+                    read_row<D>(c, b, I, t0 + tt, 1, h, lane, vr);
                 else
 #pragma unroll
-                    for (int i = 0; i < NPL; ++i) vr[i] = 0.f;
+                    for (int i = 0; i < NPL; ++i)
+                        vr[i] = 0.f;
                 if (t0 + tt >= to) continue;
 #pragma unroll
                 for (int j = 0; j < OKVH_GMAX; ++j) {
@@ -557,7 +576,8 @@ __global__ void decode_split_kernel(okvh_cache_t c, const void *q, int qd, float
                         const float corr = exp2f(m[j] - mn), pr = exp2f(sc - mn);
                         l[j] = l[j] * corr + pr;
 #pragma unroll
-                        for (int i = 0; i < NPL; ++i) acc[j][i] = fmaf(pr, vr[i], acc[j][i] * corr);
+                        for (int i = 0; i < NPL; ++i)
+                            acc[j][i] = fmaf(pr, vr[i], acc[j][i] * corr);
                         m[j] = mn;
                     }
                 }
@@ -565,26 +585,28 @@ __global__ void decode_split_kernel(okvh_cache_t c, const void *q, int qd, float
         }
     } else
 #endif
-    for (int t = from + wave; t < to; t += OKVH_DEC_WAVES) {
-        float kr[NPL], vr[NPL];
-        read_row<D>(c, b, I, t, 0, h, lane, kr);
-        read_row<D>(c, b, I, t, 1, h, lane, vr);
+        for (int t = from + wave; t < to; t += OKVH_DEC_WAVES) {
+            float kr[NPL], vr[NPL];
+            read_row<D>(c, b, I, t, 0, h, lane, kr);
+            read_row<D>(c, b, I, t, 1, h, lane, vr);
 #pragma unroll
-        for (int j = 0; j < OKVH_GMAX; ++j) {
-            if (j < gh) {
-                float sc = 0.f;
+            for (int j = 0; j < OKVH_GMAX; ++j) {
+                if (j < gh) {
+                    float sc = 0.f;
 #pragma unroll
-                for (int i = 0; i < NPL; ++i) sc = fmaf(qv[j][i], kr[i], sc);
-                sc = okv_wave_sum(sc);
-                const float mn = fmaxf(m[j], sc);
-                const float corr = exp2f(m[j] - mn), pr = exp2f(sc - mn);
-                l[j] = l[j] * corr + pr;
+                    for (int i = 0; i < NPL; ++i)
+                        sc = fmaf(qv[j][i], kr[i], sc);
+                    sc = okv_wave_sum(sc);
+                    const float mn = fmaxf(m[j], sc);
+                    const float corr = exp2f(m[j] - mn), pr = exp2f(sc - mn);
+                    l[j] = l[j] * corr + pr;
 #pragma unroll
-                for (int i = 0; i < NPL; ++i) acc[j][i] = fmaf(pr, vr[i], acc[j][i] * corr);
-                m[j] = mn;
+                    for (int i = 0; i < NPL; ++i)
+                        acc[j][i] = fmaf(pr, vr[i], acc[j][i] * corr);
+                    m[j] = mn;
+                }
             }
         }
-    }
 #pragma unroll
     for (int j = 0; j < OKVH_GMAX; ++j) {
         if (lane == 0) {
@@ -592,13 +614,15 @@ __global__ void decode_split_kernel(okvh_cache_t c, const void *q, int qd, float
             sm_l[wave][j] = l[j];
         }
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) sm_acc[wave][j][lane + OKV_WAVE * i] = acc[j][i];
+        for (int i = 0; i < NPL; ++i)
+            sm_acc[wave][j][lane + OKV_WAVE * i] = acc[j][i];
     }
     __syncthreads();
     for (int e = threadIdx.x; e < gh * D; e += blockDim.x) {
         const int j = e / D, ch = e % D;
         float M = NEG_INF;
-        for (int w = 0; w < OKVH_DEC_WAVES; ++w) M = fmaxf(M, sm_m[w][j]);
+        for (int w = 0; w < OKVH_DEC_WAVES; ++w)
+            M = fmaxf(M, sm_m[w][j]);
         float o = 0.f, lse = NEG_INF;
         if (M != NEG_INF) {
             float lsum = 0.f, osum = 0.f;
@@ -627,7 +651,8 @@ __global__ void decode_merge_kernel(const float *ws, int splits, int hq, int g, 
     const int ch = threadIdx.x;
     const float *base = ws + (size_t)row * splits * (D + 1);
     float M = NEG_INF;
-    for (int s = 0; s < splits; ++s) M = fmaxf(M, base[(size_t)s * (D + 1) + D]);
+    for (int s = 0; s < splits; ++s)
+        M = fmaxf(M, base[(size_t)s * (D + 1) + D]);
     float o = 0.f, lse = NEG_INF;
     if (M != NEG_INF) {
         float wsum = 0.f, osum = 0.f;
@@ -647,7 +672,8 @@ __global__ void decode_merge_kernel(const float *ws, int splits, int hq, int g, 
         const int h = (row % hq) / g;
         const float *R = vrot + (per_head ? (size_t)h * D * D : 0) + (size_t)ch * D;
         float acc = 0.f;
-        for (int k = 0; k < D; ++k) acc = fmaf(os[k], R[k], acc);
+        for (int k = 0; k < D; ++k)
+            acc = fmaf(os[k], R[k], acc);
         o = acc;
     }
     st_any(out, od, (size_t)row * D + ch, o);
@@ -693,17 +719,20 @@ __global__ void prefill_kernel(okvh_cache_t c, const int *q_indptr, int n_rows, 
         }
         float sc = 0.f;
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) sc = fmaf(qv[i], kr[i], sc);
+        for (int i = 0; i < NPL; ++i)
+            sc = fmaf(qv[i], kr[i], sc);
         sc = okv_wave_sum(sc);
         const float mn = fmaxf(m, sc);
         const float corr = exp2f(m - mn), pr = exp2f(sc - mn);
         l = l * corr + pr;
 #pragma unroll
-        for (int i = 0; i < NPL; ++i) acc[i] = fmaf(pr, vr[i], acc[i] * corr);
+        for (int i = 0; i < NPL; ++i)
+            acc[i] = fmaf(pr, vr[i], acc[i] * corr);
         m = mn;
     }
 #pragma unroll
-    for (int i = 0; i < NPL; ++i) st_any(out, od, ((size_t)r * c.hq + qh) * D + lane + OKV_WAVE * i, acc[i] / l);
+    for (int i = 0; i < NPL; ++i)
+        st_any(out, od, ((size_t)r * c.hq + qh) * D + lane + OKV_WAVE * i, acc[i] / l);
 }
 
 /* ----------------------------------------------------------------- moments -- */
@@ -735,7 +764,8 @@ __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, in
         __syncthreads();
         const int lim = (int)((n - base) < 16 ? (n - base) : 16);
         float part = 0.f;
-        for (int rr = 0; rr < lim; ++rr) part = fmaf(xi[rr][ty], xj[rr][tx], part);
+        for (int rr = 0; rr < lim; ++rr)
+            part = fmaf(xi[rr][ty], xj[rr][tx], part);
         sum += (double)part;
     }
     if (i < d && j < d) {
@@ -762,13 +792,13 @@ __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, in
 
 static int okvh_bad_dim(int d) { return d != 64 && d != 128 && d != 256; }
 
-extern "C" int okvh_validate_launch(const okvh_state_t *st, const okvh_cache_t *c, int need_mode, int n,
-                                    const int *aip, int row_mode, const int *rip, int n_rows)
+extern "C" int okvh_validate_launch(const okvh_state_t *st, const okvh_cache_t *c, int need_mode, int n, const int *aip,
+                                    int row_mode, const int *rip, int n_rows)
 {
     if (c->batch <= 0) return hipSuccess;
     const int threads = 128;
-    OKVH_LAUNCH(validate_kernel, (c->batch + threads - 1) / threads, threads, S(st), *c, need_mode, n, aip, row_mode, rip,
-                                                                               n_rows, st->d_flags);
+    OKVH_LAUNCH(validate_kernel, (c->batch + threads - 1) / threads, threads, S(st), *c, need_mode, n, aip, row_mode,
+                rip, n_rows, st->d_flags);
     return hipGetLastError();
 }
 
@@ -789,7 +819,7 @@ extern "C" int okvh_rotate_launch(const okvh_state_t *st, const void *x, int xd,
     if (items == 0) return hipSuccess;
     if (okvh_bad_dim(d)) return hipSuccess;
     OKVH_BY_D(d, (OKVH_LAUNCH(rotate_kernel<D>, (unsigned)items, st->warp, S(st), x, xd, out, od, R, n_heads, per_head,
-                                                                               hg > 0 ? hg : 1, transpose)));
+                              hg > 0 ? hg : 1, transpose)));
     return hipGetLastError();
 }
 
@@ -806,8 +836,8 @@ extern "C" int okvh_append_launch(const okvh_state_t *st, const okvh_cache_t *cp
     if (e != hipSuccess) return e;
     if (n_rows > 0) {
         const long long items = (long long)n_rows * 2 * c.hkv;
-        OKVH_BY_D(c.d, (OKVH_LAUNCH(place_kernel<D>, (unsigned)items, st->warp, S(st), 
-                           c, k, v, dtype, aip, n_rows, krot, vrot, per_head, kclip, vclip, st->d_flags, commit)));
+        OKVH_BY_D(c.d, (OKVH_LAUNCH(place_kernel<D>, (unsigned)items, st->warp, S(st), c, k, v, dtype, aip, n_rows,
+                                    krot, vrot, per_head, kclip, vclip, st->d_flags, commit)));
         e = hipGetLastError();
         if (e != hipSuccess) return e;
     }
@@ -824,8 +854,8 @@ extern "C" int okvh_demote_launch(const okvh_state_t *st, const okvh_cache_t *cp
     int maxdem = c.w + c.f;
     if (n_rows < maxdem) maxdem = n_rows;
     dim3 g1((unsigned)(maxdem * 2 * c.hkv), (unsigned)c.batch);
-    OKVH_BY_D(c.d,
-              (OKVH_LAUNCH(demote_kernel<D>, g1, st->warp, S(st), c, nullptr, n_rows, kclip, vclip, st->d_flags, commit)));
+    OKVH_BY_D(c.d, (OKVH_LAUNCH(demote_kernel<D>, g1, st->warp, S(st), c, nullptr, n_rows, kclip, vclip, st->d_flags,
+                                commit)));
     hipError_t e = hipGetLastError();
     if (e != hipSuccess || !commit) return e;
     OKVH_LAUNCH(lens_kernel, (c.batch + 127) / 128, 128, S(st), c, nullptr, n_rows);
@@ -877,17 +907,16 @@ extern "C" int okvh_decode_launch(const okvh_state_t *st, const okvh_decode_args
     dim3 grid((unsigned)splits, (unsigned)(c.hkv * nchunks), (unsigned)c.batch);
     const int threads = OKVH_DEC_WAVES * st->warp;
     if (st->use_mfma && st->warp == 64 /* the MFMA tiles assume wave64 (CDNA) */)
-        OKVH_BY_D(c.d, (OKVH_LAUNCH((decode_split_kernel<D, true>), grid, threads, S(st), c, a->q, a->q_dtype, sm, splits,
-                                                                                   nchunks, ws)));
+        OKVH_BY_D(c.d, (OKVH_LAUNCH((decode_split_kernel<D, true>), grid, threads, S(st), c, a->q, a->q_dtype, sm,
+                                    splits, nchunks, ws)));
     else
-        OKVH_BY_D(c.d, (OKVH_LAUNCH((decode_split_kernel<D, false>), grid, threads, S(st), c, a->q, a->q_dtype, sm, splits,
-                                                                                    nchunks, ws)));
+        OKVH_BY_D(c.d, (OKVH_LAUNCH((decode_split_kernel<D, false>), grid, threads, S(st), c, a->q, a->q_dtype, sm,
+                                    splits, nchunks, ws)));
     hipError_t e = hipGetLastError();
     if (e != hipSuccess) return e;
     const unsigned rows = (unsigned)(c.batch * c.hq);
     OKVH_BY_D(c.d, (OKVH_LAUNCH(decode_merge_kernel<D>, rows, D, S(st), ws, splits, c.hq, c.hq / c.hkv, a->out,
-                                                                   a->out_dtype, a->lse, a->v_rotation,
-                                                                   a->per_head_rotation, a->unrotate)));
+                                a->out_dtype, a->lse, a->v_rotation, a->per_head_rotation, a->unrotate)));
     return hipGetLastError();
 }
 
@@ -899,8 +928,8 @@ extern "C" int okvh_prefill_launch(const okvh_state_t *st, const okvh_cache_t *c
     const long long items = (long long)n_rows * c.hq;
     if (items == 0 || c.batch == 0) return hipSuccess;
     const float sm = (sm_scale > 0.f ? sm_scale : 1.0f / sqrtf((float)c.d)) * LOG2E;
-    OKVH_BY_D(c.d, (OKVH_LAUNCH(prefill_kernel<D>, (unsigned)items, st->warp, S(st), c, q_indptr, n_rows, q, kn, vn, idt,
-                                                                                 out, od, sm)));
+    OKVH_BY_D(c.d, (OKVH_LAUNCH(prefill_kernel<D>, (unsigned)items, st->warp, S(st), c, q_indptr, n_rows, q, kn, vn,
+                                idt, out, od, sm)));
     return hipGetLastError();
 }
 
@@ -933,7 +962,8 @@ extern "C" int okvh_mfma_selftest(const okvh_state_t *st)
     for (int t = 0; t < 16; ++t)
         for (int j = 0; j < 16; ++j) {
             double acc = 0.0;
-            for (int ch = 0; ch < d; ++ch) acc += (double)hk[t * d + ch] * hq[j * d + ch];
+            for (int ch = 0; ch < d; ++ch)
+                acc += (double)hk[t * d + ch] * hq[j * d + ch];
             ref[t * 16 + j] = (float)acc;
         }
     float *dk = nullptr, *dq = nullptr, *ds = nullptr;

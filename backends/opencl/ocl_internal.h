@@ -103,16 +103,16 @@ void ocl_errf(okv_err_t *err, const char *fmt, ...)
 #endif
     ;
 
-#define OCL_CHECK(call, what)                                                                                  \
-    do {                                                                                                       \
-        cl_int e_ = (call);                                                                                    \
-        if (e_ != CL_SUCCESS) return ocl_fail(err, e_, what, __LINE__);                                       \
+#define OCL_CHECK(call, what)                                                                                          \
+    do {                                                                                                               \
+        cl_int e_ = (call);                                                                                            \
+        if (e_ != CL_SUCCESS) return ocl_fail(err, e_, what, __LINE__);                                                \
     } while (0)
 
-#define OKV_TRY(call)                                                                                          \
-    do {                                                                                                       \
-        okv_status_t s_ = (call);                                                                              \
-        if (s_ != OKV_SUCCESS) return s_;                                                                      \
+#define OKV_TRY(call)                                                                                                  \
+    do {                                                                                                               \
+        okv_status_t s_ = (call);                                                                                      \
+        if (s_ != OKV_SUCCESS) return s_;                                                                              \
     } while (0)
 
 #endif /* OKV_OCL_INTERNAL_H */

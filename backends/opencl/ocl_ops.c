@@ -103,8 +103,10 @@ static okv_status_t flags_check(ocl_state_t *st, const char *op, okv_err_t *err)
     OCL_CHECK(clEnqueueReadBuffer(st->queue, st->flags, CL_TRUE, 0, sizeof f, &f, 0, NULL, NULL),
               "clEnqueueReadBuffer(flags)");
     if (f & 4) {
-        ocl_errf(err, "opencl %s: invalid page table, lengths or indptr (page index outside its pool, "
-                      "too few pages, non-monotone indptr or inconsistent seq_len/int2_len)", op);
+        ocl_errf(err,
+                 "opencl %s: invalid page table, lengths or indptr (page index outside its pool, "
+                 "too few pages, non-monotone indptr or inconsistent seq_len/int2_len)",
+                 op);
         return OKV_ERROR_INVALID_ARGUMENT;
     }
     if (f & 2) {
@@ -125,8 +127,8 @@ static size_t i32_cap(okv_ref_t r)
 }
 
 /* Page tables and lengths (the reference's checks) on device data -> flag 4. */
-static okv_status_t validate_cache(ocl_state_t *st, ocl_program_t *pr, const okv_cache_view_t *v, int need_mode,
-                                   int n, okv_ref_t aip, int row_mode, okv_ref_t rip, int n_rows, okv_err_t *err)
+static okv_status_t validate_cache(ocl_state_t *st, ocl_program_t *pr, const okv_cache_view_t *v, int need_mode, int n,
+                                   okv_ref_t aip, int row_mode, okv_ref_t rip, int n_rows, okv_err_t *err)
 {
     if (v->batch <= 0) return OKV_SUCCESS;
     ocl_args_t a = args_begin(st, pr->kernels[OCL_K_VALIDATE]);
@@ -197,8 +199,8 @@ static int gemm(ocl_state_t *st, int f64, int trans_a, int trans_b, size_t m, si
     CLBlastTranspose tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     CLBlastStatusCode s;
     if (f64)
-        s = CLBlastDgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0, a, a_off, lda, b, b_off, ldb, beta, c, c_off,
-                         ldc, &q, NULL);
+        s = CLBlastDgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0, a, a_off, lda, b, b_off, ldb, beta, c, c_off, ldc,
+                         &q, NULL);
     else
         s = CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, 1.0f, a, a_off, lda, b, b_off, ldb, (float)beta, c,
                          c_off, ldc, &q, NULL);
@@ -211,8 +213,8 @@ static int gemm_rotate(ocl_state_t *st, cl_mem x, size_t x_off, cl_mem y, size_t
                        int n_rows, int n_heads, int d, int per_head, int head_group, int transpose)
 {
     if (!per_head)
-        return gemm(st, 0, 0, transpose, (size_t)n_rows * (size_t)n_heads, (size_t)d, (size_t)d, x, x_off, (size_t)d,
-                    r, r_off, (size_t)d, 0.0, y, y_off, (size_t)d);
+        return gemm(st, 0, 0, transpose, (size_t)n_rows * (size_t)n_heads, (size_t)d, (size_t)d, x, x_off, (size_t)d, r,
+                    r_off, (size_t)d, 0.0, y, y_off, (size_t)d);
     if (head_group <= 0) head_group = 1;
     for (int h = 0; h < n_heads; ++h) {
         size_t ld = (size_t)n_heads * (size_t)d;
@@ -280,8 +282,8 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
         OKV_TRY(check_finite(st, pr, p->x, p->x_dtype, rows * (size_t)d, err));
         OKV_TRY(check_finite(st, pr, p->rotation, OKV_DTYPE_F32,
                              (size_t)(p->per_head ? p->n_heads / hg : 1) * (size_t)d * (size_t)d, err));
-        OKV_TRY(check_finite(st, pr, p->bias, OKV_DTYPE_F32, (size_t)(p->per_head ? p->n_heads / hg : 1) * (size_t)d,
-                             err));
+        OKV_TRY(
+            check_finite(st, pr, p->bias, OKV_DTYPE_F32, (size_t)(p->per_head ? p->n_heads / hg : 1) * (size_t)d, err));
         OKV_TRY(flags_check(st, "rotate", err));
     }
     if (use_clblast(st, rows) && !p->bias.buffer) {
@@ -291,8 +293,8 @@ okv_status_t ocl_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *er
                               p->transpose, 0, 1, &y, &done, err));
         if (done) {
             okv_ref_t none = {NULL, 0};
-            return convert(st, pr, y, 0, OKV_DTYPE_F32, (cl_mem)p->out.buffer->native, p->out.offset,
-                           (int)p->out_dtype, rows * (size_t)d, none, err);
+            return convert(st, pr, y, 0, OKV_DTYPE_F32, (cl_mem)p->out.buffer->native, p->out.offset, (int)p->out_dtype,
+                           rows * (size_t)d, none, err);
         }
     }
     ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ROTATE]);
@@ -513,8 +515,8 @@ typedef struct attn_plan {
     size_t ws_bytes;
 } attn_plan_t;
 
-static void plan_tier(const ocl_state_t *st, const ocl_config_t *cfg, long bound, size_t parallel, int forced,
-                      int *ns, int *chunk)
+static void plan_tier(const ocl_state_t *st, const ocl_config_t *cfg, long bound, size_t parallel, int forced, int *ns,
+                      int *chunk)
 {
     if (bound <= 0) {
         *ns = 0;
@@ -563,8 +565,8 @@ static void plan_attention(const ocl_state_t *st, const ocl_config_t *cfg, const
         pl->ns[0] = 1; /* one empty split keeps the merge well defined */
         pl->ns_total = 1;
     }
-    pl->ws_bytes = (size_t)n_rows * (size_t)cfg->hkv * (size_t)cfg->gqa * (size_t)pl->ns_total *
-                   ((size_t)cfg->d + 2) * sizeof(float);
+    pl->ws_bytes = (size_t)n_rows * (size_t)cfg->hkv * (size_t)cfg->gqa * (size_t)pl->ns_total * ((size_t)cfg->d + 2) *
+                   sizeof(float);
 }
 
 typedef struct attn_run {
@@ -583,8 +585,8 @@ typedef struct attn_run {
     size_t workspace_bytes;
 } attn_run_t;
 
-static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, const attn_plan_t *pl,
-                                  const attn_run_t *r, okv_err_t *err)
+static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, const attn_plan_t *pl, const attn_run_t *r,
+                                  okv_err_t *err)
 {
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, cfg, &pr, err));
@@ -600,8 +602,8 @@ static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, cons
             OKV_TRY(check_finite(st, pr, r->v_new, r->new_dt, (size_t)r->n_rows * (size_t)cfg->hkv * d, err));
         }
         if (r->unrotate && r->v_rotation.buffer)
-            OKV_TRY(check_finite(st, pr, r->v_rotation, OKV_DTYPE_F32, (size_t)(r->per_head ? cfg->hkv : 1) * d * d,
-                                 err));
+            OKV_TRY(
+                check_finite(st, pr, r->v_rotation, OKV_DTYPE_F32, (size_t)(r->per_head ? cfg->hkv : 1) * d * d, err));
         OKV_TRY(flags_check(st, r->row_mode ? "prefill" : "decode", err));
     }
     cl_mem ws;
@@ -798,8 +800,8 @@ okv_status_t ocl_moments(void *state, const okv_moments_params_t *p, okv_err_t *
                         none, err));
         if (p->weights.buffer) {
             OKV_TRY(ocl_scratch(st, 1, n * esz, &xw, err));
-            OKV_TRY(convert(st, pr, (cl_mem)p->x.buffer->native, p->x.offset, (int)p->x_dtype, xw, 0,
-                            (int)p->acc_dtype, n, p->weights, err));
+            OKV_TRY(convert(st, pr, (cl_mem)p->x.buffer->native, p->x.offset, (int)p->x_dtype, xw, 0, (int)p->acc_dtype,
+                            n, p->weights, err));
         } else {
             xw = xs;
         }
@@ -807,8 +809,8 @@ okv_status_t ocl_moments(void *state, const okv_moments_params_t *p, okv_err_t *
         int ok = 1, h = 0;
         for (; h < p->n_heads && ok; ++h) {
             size_t c_off = p->acc.offset / esz + (size_t)(h / hg) * (size_t)d * (size_t)d;
-            ok = gemm(st, f64, 1, 0, (size_t)d, (size_t)d, (size_t)p->n_rows, xw, (size_t)h * d, ld, xs,
-                      (size_t)h * d, ld, 1.0, (cl_mem)p->acc.buffer->native, c_off, (size_t)d);
+            ok = gemm(st, f64, 1, 0, (size_t)d, (size_t)d, (size_t)p->n_rows, xw, (size_t)h * d, ld, xs, (size_t)h * d,
+                      ld, 1.0, (cl_mem)p->acc.buffer->native, c_off, (size_t)d);
         }
         if (ok) return ocl_barrier(st, err);
         if (h > 1) {

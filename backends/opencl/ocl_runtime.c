@@ -222,9 +222,12 @@ static okv_status_t ocl_create(int32_t device, void *native_stream, void **state
             goto fail;
         }
         e = clGetCommandQueueInfo(st->queue, CL_QUEUE_CONTEXT, sizeof st->context, &st->context, NULL);
-        if (e == CL_SUCCESS) e = clRetainContext(st->context);
-        else st->context = NULL;
-        if (e == CL_SUCCESS) e = clGetCommandQueueInfo(st->queue, CL_QUEUE_DEVICE, sizeof st->device, &st->device, NULL);
+        if (e == CL_SUCCESS)
+            e = clRetainContext(st->context);
+        else
+            st->context = NULL;
+        if (e == CL_SUCCESS)
+            e = clGetCommandQueueInfo(st->queue, CL_QUEUE_DEVICE, sizeof st->device, &st->device, NULL);
         if (e == CL_SUCCESS)
             e = clGetDeviceInfo(st->device, CL_DEVICE_PLATFORM, sizeof st->platform, &st->platform, NULL);
         if (e != CL_SUCCESS) {
@@ -277,17 +280,19 @@ static okv_status_t ocl_create(int32_t device, void *native_stream, void **state
         char cver[128] = "";
         ocl_str_info(st->device, CL_DEVICE_OPENCL_C_VERSION, cver, sizeof cver);
         int c20 = strncmp(cver, "OpenCL C ", 9) == 0 && atoi(cver + 9) >= 2;
-        st->has_subgroups = ocl_has_ext(st->device, "cl_intel_subgroups")              ? 1
+        st->has_subgroups = ocl_has_ext(st->device, "cl_intel_subgroups")          ? 1
                             : (c20 && ocl_has_ext(st->device, "cl_khr_subgroups")) ? 2
-                                                                                     : 0;
+                                                                                   : 0;
         const char *nosg = getenv("OKV_OPENCL_NO_SUBGROUPS");
         if (nosg && *nosg && *nosg != '0') st->has_subgroups = 0;
     }
     const char *nofp64 = getenv("OKV_OPENCL_NO_FP64");
     if (nofp64 && *nofp64 && *nofp64 != '0') st->has_fp64 = 0;
     e = clGetDeviceInfo(st->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof st->compute_units, &st->compute_units, NULL);
-    if (e == CL_SUCCESS) e = clGetDeviceInfo(st->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof st->max_wg, &st->max_wg, NULL);
-    if (e == CL_SUCCESS) e = clGetDeviceInfo(st->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof st->local_mem, &st->local_mem, NULL);
+    if (e == CL_SUCCESS)
+        e = clGetDeviceInfo(st->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof st->max_wg, &st->max_wg, NULL);
+    if (e == CL_SUCCESS)
+        e = clGetDeviceInfo(st->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof st->local_mem, &st->local_mem, NULL);
     if (e != CL_SUCCESS) {
         s = ocl_fail(err, e, "clGetDeviceInfo(compute units / work-group size / local memory)", __LINE__);
         goto fail;
@@ -485,9 +490,8 @@ okv_status_t ocl_config_for_view(const ocl_state_t *st, const okv_cache_view_t *
 }
 
 static const char *const k_kernel_names[OCL_K_COUNT] = {
-    "okv_demote",     "okv_update_lens", "okv_append_rows", "okv_dequantize", "okv_attn_split",
-    "okv_attn_merge", "okv_rotate",      "okv_convert",     "okv_moments",    "okv_validate",
-    "okv_check_finite",
+    "okv_demote", "okv_update_lens", "okv_append_rows", "okv_dequantize", "okv_attn_split",   "okv_attn_merge",
+    "okv_rotate", "okv_convert",     "okv_moments",     "okv_validate",   "okv_check_finite",
 };
 
 /* Groups (bit mask of OCL_GROUP_*) whose programs hold each kernel. */
@@ -624,8 +628,9 @@ build_again:
              "-cl-std=%s -DOKV_SG_KHR=%d -DOKV_D=%d -DOKV_GS=%d -DOKV_META=%d -DOKV_QUANT=%d -DOKV_CLIP=%d -DOKV_P=%d "
              "-DOKV_HKV=%d -DOKV_GQA=%d -DOKV_S0=%d -DOKV_W=%d -DOKV_F=%d -DOKV_CH=%d -DOKV_HAS_FP64=%d "
              "-DOKV_HAS_FP16=%d -DOKV_HAS_SUBGROUPS=%d -DOKV_VEC=%d -DOKV_GROUP=%d %s",
-             sg == 2 ? "CL2.0" : "CL1.2", sg == 2, cfg->d, cfg->gs, cfg->meta, cfg->quant, cfg->clip, cfg->page, cfg->hkv, cfg->gqa, cfg->s0, cfg->w,
-             cfg->f, cfg->ch, st->has_fp64, st->has_fp16, sg != 0, cfg->vec, cfg->group, extra ? extra : "");
+             sg == 2 ? "CL2.0" : "CL1.2", sg == 2, cfg->d, cfg->gs, cfg->meta, cfg->quant, cfg->clip, cfg->page,
+             cfg->hkv, cfg->gqa, cfg->s0, cfg->w, cfg->f, cfg->ch, st->has_fp64, st->has_fp16, sg != 0, cfg->vec,
+             cfg->group, extra ? extra : "");
     /* no FMA contraction: dequantisation (lo + code * scale) and the conversions
      * must round exactly like the C reference */
     static const char prelude[] = "#pragma OPENCL FP_CONTRACT OFF\n";
@@ -633,7 +638,8 @@ build_again:
     size_t lens[3] = {strlen(prelude), strlen(okv_ocl_src_format), strlen(okv_ocl_src_kernels)};
 
     uint64_t h = 0xcbf29ce484222325ull;
-    for (int i = 0; i < 3; ++i) h = fnv1a(h, srcs[i], lens[i]);
+    for (int i = 0; i < 3; ++i)
+        h = fnv1a(h, srcs[i], lens[i]);
     h = fnv1a(h, opts, strlen(opts));
     h = fnv1a(h, st->dev_name, strlen(st->dev_name));
     h = fnv1a(h, st->driver, strlen(st->driver));
@@ -728,7 +734,7 @@ static const okv_backend_ops_t k_ops = {
 };
 
 __attribute__((visibility("default"))) okv_status_t okv_backend_entry_v1(uint32_t core_iface_version,
-                                                                        const okv_backend_ops_t **ops);
+                                                                         const okv_backend_ops_t **ops);
 
 okv_status_t okv_backend_entry_v1(uint32_t core_iface_version, const okv_backend_ops_t **ops)
 {

@@ -76,7 +76,11 @@ static okv_buffer_t *mkbuf(void *native, size_t bytes)
     b->bytes = bytes;
     return b;
 }
-static okv_ref_t R(okv_buffer_t *b) { okv_ref_t r = {b, 0}; return r; }
+static okv_ref_t R(okv_buffer_t *b)
+{
+    okv_ref_t r = {b, 0};
+    return r;
+}
 static void *dalloc(size_t n)
 {
     void *p = nullptr;
@@ -114,7 +118,8 @@ static size_t bf16_page_bytes(const okv_cache_desc_t &d)
 
 static void write_meta(uint8_t *p, int meta_dtype, float v)
 {
-    if (meta_dtype == OKV_FMT_META_F32) memcpy(p, &v, 4);
+    if (meta_dtype == OKV_FMT_META_F32)
+        memcpy(p, &v, 4);
     else {
         uint16_t h = meta_dtype == OKV_FMT_META_F16 ? okv_f32_to_f16(v) : okv_f32_to_bf16(v);
         memcpy(p, &h, 2);
@@ -148,18 +153,23 @@ static void build_cache(Cache &c, const okv_cache_desc_t &desc, const std::vecto
     c.int2_pages = np + 3;
     c.bf16_pages = c.batch * bpp + 2;
     std::vector<int> perm(c.int2_pages);
-    for (int i = 0; i < c.int2_pages; ++i) perm[i] = i;
-    for (int i = c.int2_pages - 1; i > 0; --i) std::swap(perm[i], perm[rnd() % (i + 1)]);
+    for (int i = 0; i < c.int2_pages; ++i)
+        perm[i] = i;
+    for (int i = c.int2_pages - 1; i > 0; --i)
+        std::swap(perm[i], perm[rnd() % (i + 1)]);
     c.int2_indices.assign(perm.begin(), perm.begin() + (np > 0 ? np : 0));
     if (c.int2_indices.empty()) c.int2_indices.push_back(0);
     std::vector<int> pb(c.bf16_pages);
-    for (int i = 0; i < c.bf16_pages; ++i) pb[i] = i;
-    for (int i = c.bf16_pages - 1; i > 0; --i) std::swap(pb[i], pb[rnd() % (i + 1)]);
+    for (int i = 0; i < c.bf16_pages; ++i)
+        pb[i] = i;
+    for (int i = c.bf16_pages - 1; i > 0; --i)
+        std::swap(pb[i], pb[rnd() % (i + 1)]);
     c.bf16_indices.assign(pb.begin(), pb.begin() + c.batch * bpp);
     if (c.bf16_indices.empty()) c.bf16_indices.push_back(0);
     const size_t ipb = int2_page_bytes(desc), bpb = bf16_page_bytes(desc);
     c.int2_pool.resize(ipb * c.int2_pages);
-    for (auto &x : c.int2_pool) x = (uint8_t)rnd();
+    for (auto &x : c.int2_pool)
+        x = (uint8_t)rnd();
     /* valid metadata everywhere */
     const int ng = d / g, msz = okv_meta_size((int)desc.meta_dtype);
     for (int pg = 0; pg < c.int2_pages; ++pg)
@@ -219,7 +229,8 @@ static void upload_cache(Cache &c)
 static void free_cache(Cache &c)
 {
     void *ps[] = {c.d_int2, c.d_bf16, c.d_i2p, c.d_i2i, c.d_bfp, c.d_bfi, c.d_sl, c.d_il};
-    for (void *p : ps) cudaFree(p);
+    for (void *p : ps)
+        cudaFree(p);
 }
 /* Host copy of the device state (pools + lengths) into a second Cache object. */
 static void download_into(const Cache &c, Cache &out)
@@ -264,7 +275,8 @@ static std::vector<uint8_t> rand_tensor(size_t n, okv_dtype_t dt, float scale)
 {
     size_t es = dt == OKV_DTYPE_F32 ? 4 : 2;
     std::vector<uint8_t> v(n * es);
-    for (size_t i = 0; i < n; ++i) okv_ref_store(v.data(), dt, i, scale * gauss());
+    for (size_t i = 0; i < n; ++i)
+        okv_ref_store(v.data(), dt, i, scale * gauss());
     return v;
 }
 
@@ -276,7 +288,11 @@ static Cmp compare(const float *a, const float *ref, size_t n)
     double num = 0, den = 0, mx = 0;
     for (size_t i = 0; i < n; ++i) {
         double dd = (double)a[i] - (double)ref[i];
-        if (!(dd == dd)) { num = INFINITY; mx = INFINITY; break; }
+        if (!(dd == dd)) {
+            num = INFINITY;
+            mx = INFINITY;
+            break;
+        }
         num += dd * dd;
         den += (double)ref[i] * ref[i];
         mx = std::max(mx, fabs(dd));
@@ -295,8 +311,8 @@ static void report(const char *name, Cmp c, double tol)
 }
 
 /* -------------------------------------------------------- decode checks -- */
-static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P, std::vector<int> lens,
-                         okv_dtype_t qdt, int splits, int unrot, int bf16_only)
+static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P, std::vector<int> lens, okv_dtype_t qdt,
+                         int splits, int unrot, int bf16_only)
 {
     okv_cache_desc_t desc = mkdesc(hq, hkv, d, g, meta, P);
     Cache c;
@@ -310,7 +326,8 @@ static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P,
     const size_t nq = (size_t)B * hq * d;
     std::vector<uint8_t> q = rand_tensor(nq, qdt, 1.0f);
     std::vector<float> rot((size_t)hkv * d * d);
-    for (auto &x : rot) x = gauss() / sqrtf((float)d);
+    for (auto &x : rot)
+        x = gauss() / sqrtf((float)d);
     void *dq = dupload(q.data(), q.size()), *dout = dalloc(nq * 4), *dlse = dalloc((size_t)B * hq * 4);
     void *drot = dupload(rot.data(), rot.size() * 4);
     CK(cudaMemset(dout, 0xff, nq * 4)); /* NaN poison */
@@ -340,23 +357,52 @@ static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P,
         memset(&a, 0, sizeof a);
         /* same as the module's decode_args, bf16_only */
         okvc_cache_t &cc = a.c;
-        cc.batch = B; cc.hq = hq; cc.hkv = hkv; cc.d = d; cc.page = P; cc.group = g ? g : d; cc.ng = d / cc.group;
-        cc.meta_dtype = meta; cc.s0 = desc.sink_tokens; cc.w = desc.recent_tokens; cc.f = desc.flush_interval;
-        cc.seq_lens = (int *)c.d_sl; cc.int2_lens = (int *)c.d_il;
-        cc.int2_indptr = (int *)c.d_i2p; cc.int2_indices = (int *)c.d_i2i;
-        cc.bf16_indptr = (int *)c.d_bfp; cc.bf16_indices = (int *)c.d_bfi;
-        cc.int2_pool = (unsigned char *)c.d_int2; cc.int2_page_bytes = int2_page_bytes(desc);
-        cc.bf16_pool = (unsigned short *)c.d_bf16; cc.bf16_page_elems = bf16_page_bytes(desc) / 2;
-        a.q = dq; a.q_dtype = qdt; a.out = dout; a.out_dtype = OKV_DTYPE_F32; a.lse = (float *)dlse;
-        a.max_seq_len = maxlen; a.num_splits = splits; a.bf16_only = 1;
+        cc.batch = B;
+        cc.hq = hq;
+        cc.hkv = hkv;
+        cc.d = d;
+        cc.page = P;
+        cc.group = g ? g : d;
+        cc.ng = d / cc.group;
+        cc.meta_dtype = meta;
+        cc.s0 = desc.sink_tokens;
+        cc.w = desc.recent_tokens;
+        cc.f = desc.flush_interval;
+        cc.seq_lens = (int *)c.d_sl;
+        cc.int2_lens = (int *)c.d_il;
+        cc.int2_indptr = (int *)c.d_i2p;
+        cc.int2_indices = (int *)c.d_i2i;
+        cc.bf16_indptr = (int *)c.d_bfp;
+        cc.bf16_indices = (int *)c.d_bfi;
+        cc.int2_pool = (unsigned char *)c.d_int2;
+        cc.int2_page_bytes = int2_page_bytes(desc);
+        cc.bf16_pool = (unsigned short *)c.d_bf16;
+        cc.bf16_page_elems = bf16_page_bytes(desc) / 2;
+        a.q = dq;
+        a.q_dtype = qdt;
+        a.out = dout;
+        a.out_dtype = OKV_DTYPE_F32;
+        a.lse = (float *)dlse;
+        a.max_seq_len = maxlen;
+        a.num_splits = splits;
+        a.bf16_only = 1;
         a.workspace = dws;
         a.workspace_bytes = ws;
         size_t need = okvc_decode_workspace(ST, &a);
-        if (need > ws) { cudaFree(dws); dws = dalloc(need); a.workspace = dws; a.workspace_bytes = need; }
+        if (need > ws) {
+            cudaFree(dws);
+            dws = dalloc(need);
+            a.workspace = dws;
+            a.workspace_bytes = need;
+        }
         CK((cudaError_t)okvc_decode_launch(ST, &a));
     } else {
         s = OPS->decode(STATE, &p, &err);
-        if (s != OKV_SUCCESS) { printf("FAIL decode status %d: %s\n", (int)s, err.msg); ++g_fail; return; }
+        if (s != OKV_SUCCESS) {
+            printf("FAIL decode status %d: %s\n", (int)s, err.msg);
+            ++g_fail;
+            return;
+        }
     }
     CK(cudaDeviceSynchronize());
     std::vector<float> out(nq), lse((size_t)B * hq), ref(nq), rlse((size_t)B * hq);
@@ -365,9 +411,13 @@ static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P,
     okv_ref_cache_t rc;
     okv_ref_cache_from_view(&c.hview, &rc);
     okv_err_t rerr = {{0}};
-    s = okv_ref_decode(&rc, q.data(), qdt, ref.data(), OKV_DTYPE_F32, rlse.data(), 0.f, maxlen, 0,
-                       rot.data(), 1, unrot, &rerr);
-    if (s != OKV_SUCCESS) { printf("FAIL ref decode %d: %s\n", (int)s, rerr.msg); ++g_fail; return; }
+    s = okv_ref_decode(&rc, q.data(), qdt, ref.data(), OKV_DTYPE_F32, rlse.data(), 0.f, maxlen, 0, rot.data(), 1, unrot,
+                       &rerr);
+    if (s != OKV_SUCCESS) {
+        printf("FAIL ref decode %d: %s\n", (int)s, rerr.msg);
+        ++g_fail;
+        return;
+    }
     char name[200];
     snprintf(name, sizeof name, "decode%s hq%d hkv%d d%d G%d meta%d P%d q%s B%d max%d splits%d unrot%d",
              bf16_only ? "[bf16 cache]" : "", hq, hkv, d, g ? g : d, (int)meta, P, okv_ref_dtype_name(qdt), B, maxlen,
@@ -376,11 +426,18 @@ static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P,
     /* lse (finite ones) */
     std::vector<float> a1, b1;
     for (size_t i = 0; i < lse.size(); ++i)
-        if (std::isfinite(rlse[i]) || std::isfinite(lse[i])) { a1.push_back(lse[i]); b1.push_back(rlse[i]); }
+        if (std::isfinite(rlse[i]) || std::isfinite(lse[i])) {
+            a1.push_back(lse[i]);
+            b1.push_back(rlse[i]);
+        }
     char n2[240];
     snprintf(n2, sizeof n2, "  lse of the above");
     if (!a1.empty()) report(n2, compare(a1.data(), b1.data(), a1.size()), 1e-3);
-    cudaFree(dq); cudaFree(dout); cudaFree(dlse); cudaFree(drot); cudaFree(dws);
+    cudaFree(dq);
+    cudaFree(dout);
+    cudaFree(dlse);
+    cudaFree(drot);
+    cudaFree(dws);
     free_cache(c);
 }
 
@@ -390,19 +447,25 @@ static void orthogonal(std::vector<float> &R, int n_rot, int d)
     R.assign((size_t)n_rot * d * d, 0.f);
     std::vector<double> m((size_t)d * d);
     for (int r = 0; r < n_rot; ++r) {
-        for (auto &x : m) x = gauss();
+        for (auto &x : m)
+            x = gauss();
         for (int i = 0; i < d; ++i) { /* Gram-Schmidt on rows */
             for (int j = 0; j < i; ++j) {
                 double dot = 0;
-                for (int k = 0; k < d; ++k) dot += m[(size_t)i * d + k] * m[(size_t)j * d + k];
-                for (int k = 0; k < d; ++k) m[(size_t)i * d + k] -= dot * m[(size_t)j * d + k];
+                for (int k = 0; k < d; ++k)
+                    dot += m[(size_t)i * d + k] * m[(size_t)j * d + k];
+                for (int k = 0; k < d; ++k)
+                    m[(size_t)i * d + k] -= dot * m[(size_t)j * d + k];
             }
             double nn = 0;
-            for (int k = 0; k < d; ++k) nn += m[(size_t)i * d + k] * m[(size_t)i * d + k];
+            for (int k = 0; k < d; ++k)
+                nn += m[(size_t)i * d + k] * m[(size_t)i * d + k];
             nn = sqrt(nn);
-            for (int k = 0; k < d; ++k) m[(size_t)i * d + k] /= nn;
+            for (int k = 0; k < d; ++k)
+                m[(size_t)i * d + k] /= nn;
         }
-        for (size_t i = 0; i < (size_t)d * d; ++i) R[(size_t)r * d * d + i] = (float)m[i];
+        for (size_t i = 0; i < (size_t)d * d; ++i)
+            R[(size_t)r * d * d + i] = (float)m[i];
     }
 }
 
@@ -419,7 +482,8 @@ static void compare_caches(const char *name, Cache &gpu, Cache &ref)
     }
     const int B = ref.batch, hkv = ref.desc.n_kv_heads, d = ref.desc.head_dim;
     std::vector<int32_t> ind(B + 1, 0);
-    for (int b = 0; b < B; ++b) ind[b + 1] = ind[b] + ref.seq_lens[b];
+    for (int b = 0; b < B; ++b)
+        ind[b + 1] = ind[b] + ref.seq_lens[b];
     size_t n = (size_t)ind[B] * hkv * d;
     std::vector<float> ka(n), va(n), kb(n), vb(n);
     okv_ref_cache_t ra, rb;
@@ -444,8 +508,7 @@ static void compare_caches(const char *name, Cache &gpu, Cache &ref)
 }
 
 static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_t quant, okv_clip_mode_t clip,
-                         std::vector<int> lens, std::vector<int> nnew, okv_dtype_t kvdt, int per_head,
-                         int centered = 0)
+                         std::vector<int> lens, std::vector<int> nnew, okv_dtype_t kvdt, int per_head, int centered = 0)
 {
     okv_cache_desc_t desc = mkdesc(hkv * 4, hkv, d, g, meta, 16);
     desc.quantizer = quant;
@@ -456,11 +519,14 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     upload_cache(c);
     const int B = c.batch;
     std::vector<int32_t> indptr(B + 1, 0);
-    for (int b = 0; b < B; ++b) indptr[b + 1] = indptr[b] + nnew[b];
+    for (int b = 0; b < B; ++b)
+        indptr[b + 1] = indptr[b] + nnew[b];
     const int n = indptr[B];
-    std::vector<uint8_t> k = rand_tensor((size_t)n * hkv * d, kvdt, 1.0f), v = rand_tensor((size_t)n * hkv * d, kvdt, 1.0f);
+    std::vector<uint8_t> k = rand_tensor((size_t)n * hkv * d, kvdt, 1.0f),
+                         v = rand_tensor((size_t)n * hkv * d, kvdt, 1.0f);
     /* an outlier channel, as real keys have */
-    for (int r = 0; r < n * hkv; ++r) okv_ref_store(k.data(), kvdt, (size_t)r * d + 3, 8.0f * gauss());
+    for (int r = 0; r < n * hkv; ++r)
+        okv_ref_store(k.data(), kvdt, (size_t)r * d + 3, 8.0f * gauss());
     std::vector<float> kr, vr;
     orthogonal(kr, per_head ? hkv : 1, d);
     orthogonal(vr, per_head ? hkv : 1, d);
@@ -470,7 +536,8 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     std::vector<float> kb;
     if (centered) {
         kb.resize((size_t)(per_head ? hkv : 1) * d);
-        for (auto &z : kb) z = 0.5f * gauss();
+        for (auto &z : kb)
+            z = 0.5f * gauss();
     }
     void *dkb = centered ? dupload(kb.data(), 4 * kb.size()) : nullptr;
     okv_append_params_t p;
@@ -491,14 +558,22 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     okv_err_t err = {{0}};
     okv_status_t s = OPS->append(STATE, &p, &err);
     if (s == OKV_SUCCESS) s = OPS->synchronize(STATE, &err);
-    if (s != OKV_SUCCESS) { printf("FAIL append status %d: %s\n", (int)s, err.msg); ++g_fail; return; }
+    if (s != OKV_SUCCESS) {
+        printf("FAIL append status %d: %s\n", (int)s, err.msg);
+        ++g_fail;
+        return;
+    }
     Cache gpu;
     download_into(c, gpu);
     okv_ref_cache_t rc;
     okv_ref_cache_from_view(&c.hview, &rc);
     s = okv_ref_append_centered(&rc, k.data(), v.data(), kvdt, indptr.data(), n, kr.data(), vr.data(),
                                 centered ? kb.data() : nullptr, per_head, 0.96f, 0.92f, &err);
-    if (s != OKV_SUCCESS) { printf("FAIL ref append %d: %s\n", (int)s, err.msg); ++g_fail; return; }
+    if (s != OKV_SUCCESS) {
+        printf("FAIL ref append %d: %s\n", (int)s, err.msg);
+        ++g_fail;
+        return;
+    }
     char name[200];
     snprintf(name, sizeof name, "append%s hkv%d d%d G%d meta%d quant%d clip%d kv%s per_head%d B%d rows%d",
              centered ? "[k_bias]" : "", hkv, d, g ? g : d, (int)meta, (int)quant, (int)clip, okv_ref_dtype_name(kvdt),
@@ -519,7 +594,11 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     dp.v_clip_ratio = 0.92f;
     s = OPS->demote(STATE, &dp, &err);
     if (s == OKV_SUCCESS) s = OPS->synchronize(STATE, &err);
-    if (s != OKV_SUCCESS) { printf("FAIL demote status %d: %s\n", (int)s, err.msg); ++g_fail; return; }
+    if (s != OKV_SUCCESS) {
+        printf("FAIL demote status %d: %s\n", (int)s, err.msg);
+        ++g_fail;
+        return;
+    }
     download_into(c, gpu);
     okv_ref_cache_from_view(&c.hview, &rc);
     OK(okv_ref_demote(&rc, 5, 0.96f, 0.92f, &err));
@@ -528,7 +607,8 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
 
     /* dequantize op vs reference dequantize */
     std::vector<int32_t> oind(B + 1, 0);
-    for (int b = 0; b < B; ++b) oind[b + 1] = oind[b] + c.seq_lens[b];
+    for (int b = 0; b < B; ++b)
+        oind[b + 1] = oind[b] + c.seq_lens[b];
     const int rows = oind[B];
     size_t ne = (size_t)rows * hkv * d;
     void *dki = dupload(oind.data(), 4 * oind.size()), *dko = dalloc(ne * 4), *dvo = dalloc(ne * 4);
@@ -559,7 +639,8 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
     {
         const int hq = desc.n_q_heads;
         std::vector<int32_t> qi(B + 1, 0);
-        for (int bb = 0; bb < B; ++bb) qi[bb + 1] = qi[bb] + 1 + (int)(rnd() % 5);
+        for (int bb = 0; bb < B; ++bb)
+            qi[bb + 1] = qi[bb] + 1 + (int)(rnd() % 5);
         const int nr = qi[B];
         std::vector<uint8_t> q = rand_tensor((size_t)nr * hq * d, OKV_DTYPE_BF16, 1.0f);
         std::vector<uint8_t> kn = rand_tensor((size_t)nr * hkv * d, OKV_DTYPE_BF16, 1.0f);
@@ -583,13 +664,23 @@ static void check_append(int hkv, int d, int g, okv_dtype_t meta, okv_quantizer_
         CK(cudaDeviceSynchronize());
         std::vector<float> o((size_t)nr * hq * d), ro((size_t)nr * hq * d);
         CK(cudaMemcpy(o.data(), dout, o.size() * 4, cudaMemcpyDeviceToHost));
-        OK(okv_ref_prefill(&rc, qi.data(), nr, q.data(), kn.data(), vn.data(), OKV_DTYPE_BF16, ro.data(),
-                           OKV_DTYPE_F32, 0.f, &err));
+        OK(okv_ref_prefill(&rc, qi.data(), nr, q.data(), kn.data(), vn.data(), OKV_DTYPE_BF16, ro.data(), OKV_DTYPE_F32,
+                           0.f, &err));
         report("prefill (chunk over the above cache)", compare(o.data(), ro.data(), o.size()), 1e-3);
-        cudaFree(dqi); cudaFree(dq); cudaFree(dkn); cudaFree(dvn); cudaFree(dout);
+        cudaFree(dqi);
+        cudaFree(dq);
+        cudaFree(dkn);
+        cudaFree(dvn);
+        cudaFree(dout);
     }
-    cudaFree(dki); cudaFree(dko); cudaFree(dvo);
-    cudaFree(dk); cudaFree(dv); cudaFree(dind); cudaFree(dkr); cudaFree(dvr);
+    cudaFree(dki);
+    cudaFree(dko);
+    cudaFree(dvo);
+    cudaFree(dk);
+    cudaFree(dv);
+    cudaFree(dind);
+    cudaFree(dkr);
+    cudaFree(dvr);
     if (dkb) cudaFree(dkb);
     free_cache(c);
 }
@@ -603,7 +694,8 @@ static void check_rotate_moments(int d)
     void *dx = dupload(x.data(), x.size()), *dr = dupload(r.data(), 4 * r.size());
     void *dout = dalloc((size_t)rows * heads * d * 4);
     std::vector<float> bias((size_t)(heads / hg) * d);
-    for (auto &z : bias) z = gauss();
+    for (auto &z : bias)
+        z = gauss();
     void *dbias = dupload(bias.data(), 4 * bias.size());
     okv_err_t err = {{0}};
     for (int tr = 0; tr < 3; ++tr) { /* 0: x R, 1: x R^T, 2: (x - bias) R */
@@ -634,14 +726,17 @@ static void check_rotate_moments(int d)
     }
     /* moments, weighted, f64 and f32 */
     std::vector<float> w((size_t)rows * heads);
-    for (auto &z : w) z = frand(0.f, 2.f);
+    for (auto &z : w)
+        z = frand(0.f, 2.f);
     void *dw = dupload(w.data(), 4 * w.size());
     for (int f64 = 0; f64 < 2; ++f64) {
         size_t es = f64 ? 8 : 4, na = (size_t)(heads / hg) * d * d;
         std::vector<uint8_t> acc0(na * es);
         for (size_t i = 0; i < na; ++i) {
-            if (f64) ((double *)acc0.data())[i] = frand(-1, 1);
-            else ((float *)acc0.data())[i] = frand(-1, 1);
+            if (f64)
+                ((double *)acc0.data())[i] = frand(-1, 1);
+            else
+                ((float *)acc0.data())[i] = frand(-1, 1);
         }
         void *dacc = dupload(acc0.data(), acc0.size());
         okv_moments_params_t mp;
@@ -671,7 +766,11 @@ static void check_rotate_moments(int d)
         report(nm, compare(a.data(), b.data(), na), 1e-5);
         cudaFree(dacc);
     }
-    cudaFree(dw); cudaFree(dx); cudaFree(dr); cudaFree(dout); cudaFree(dbias);
+    cudaFree(dw);
+    cudaFree(dx);
+    cudaFree(dr);
+    cudaFree(dout);
+    cudaFree(dbias);
 }
 
 static int run_checks_quick()
@@ -695,9 +794,9 @@ static int run_checks()
     check_decode(32, 8, 128, 32, OKV_DTYPE_F16, 16, {3000, 700}, OKV_DTYPE_BF16, 0, 0, 0);
     check_decode(32, 8, 128, 64, OKV_DTYPE_BF16, 16, {3000, 64, 65}, OKV_DTYPE_F16, 3, 0, 0);
     check_decode(32, 8, 128, 0, OKV_DTYPE_F32, 16, {4100}, OKV_DTYPE_BF16, 0, 0, 0);
-    check_decode(32, 32, 128, 0, OKV_DTYPE_F16, 16, {2500, 1200}, OKV_DTYPE_BF16, 0, 0, 0);  /* g = 1 */
-    check_decode(64, 8, 128, 0, OKV_DTYPE_F16, 16, {2500, 1200}, OKV_DTYPE_BF16, 0, 0, 0);   /* g = 8 */
-    check_decode(80, 4, 128, 0, OKV_DTYPE_F16, 16, {1500, 900}, OKV_DTYPE_BF16, 0, 1, 0);    /* g = 20 */
+    check_decode(32, 32, 128, 0, OKV_DTYPE_F16, 16, {2500, 1200}, OKV_DTYPE_BF16, 0, 0, 0); /* g = 1 */
+    check_decode(64, 8, 128, 0, OKV_DTYPE_F16, 16, {2500, 1200}, OKV_DTYPE_BF16, 0, 0, 0);  /* g = 8 */
+    check_decode(80, 4, 128, 0, OKV_DTYPE_F16, 16, {1500, 900}, OKV_DTYPE_BF16, 0, 1, 0);   /* g = 20 */
     check_decode(16, 8, 64, 0, OKV_DTYPE_F16, 16, {3000, 500}, OKV_DTYPE_BF16, 0, 0, 0);
     check_decode(16, 8, 64, 32, OKV_DTYPE_F16, 32, {3000, 500}, OKV_DTYPE_BF16, 0, 0, 0);
     check_decode(16, 4, 256, 0, OKV_DTYPE_F16, 16, {3000, 500}, OKV_DTYPE_BF16, 0, 0, 0);
@@ -709,13 +808,14 @@ static int run_checks()
     check_decode(16, 4, 64, 0, OKV_DTYPE_F16, 16, {3000}, OKV_DTYPE_BF16, 0, 0, 1);
     check_decode(16, 4, 256, 0, OKV_DTYPE_F16, 16, {3000}, OKV_DTYPE_BF16, 0, 0, 1);
     /* append (+ demote, dequantize, prefill on the resulting cache) */
-    check_append(8, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {0, 30, 300, 700, 5000}, {700, 40, 1, 9, 300},
-                 OKV_DTYPE_BF16, 0);
+    check_append(8, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {0, 30, 300, 700, 5000},
+                 {700, 40, 1, 9, 300}, OKV_DTYPE_BF16, 0);
     check_append(4, 128, 32, OKV_DTYPE_BF16, OKV_QUANT_UNIFORM, OKV_CLIP_BISECT, {10, 400}, {600, 3}, OKV_DTYPE_F32, 1);
     check_append(4, 64, 0, OKV_DTYPE_F32, OKV_QUANT_LLOYD_MAX, OKV_CLIP_SORT, {100, 2000}, {500, 17}, OKV_DTYPE_F16, 1);
     check_append(2, 256, 64, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {330, 64}, {400, 300}, OKV_DTYPE_BF16, 0);
     check_append(8, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_SORT, {0, 500}, {700, 9}, OKV_DTYPE_BF16, 0, 1);
-    check_append(4, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_BISECT, {40, 300}, {400, 30}, OKV_DTYPE_F32, 1, 1);
+    check_append(4, 128, 0, OKV_DTYPE_F16, OKV_QUANT_UNIFORM, OKV_CLIP_BISECT, {40, 300}, {400, 30}, OKV_DTYPE_F32, 1,
+                 1);
     check_rotate_moments(64);
     check_rotate_moments(128);
     check_rotate_moments(256);
@@ -728,7 +828,11 @@ __global__ void fill_u32(uint32_t *p, size_t n, uint32_t seed)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         uint32_t x = (uint32_t)i * 0x9e3779b9u ^ seed;
-        x ^= x >> 16; x *= 0x7feb352du; x ^= x >> 15; x *= 0x846ca68bu; x ^= x >> 16;
+        x ^= x >> 16;
+        x *= 0x7feb352du;
+        x ^= x >> 15;
+        x *= 0x846ca68bu;
+        x ^= x >> 16;
         p[i] = x;
     }
 }
@@ -749,7 +853,8 @@ __global__ void fix_meta(uint8_t *pool, size_t npages, size_t page_bytes, int hk
         size_t pg = i / (2 * hkv * P);
         int rem = (int)(i % (2 * hkv * P));
         int kv = rem / (hkv * P), h = (rem / P) % hkv, s = rem % P;
-        uint16_t *m = (uint16_t *)(pool + pg * page_bytes + okv_int2_meta_offset(hkv, P, d, g, OKV_FMT_META_F16, kv, h, s));
+        uint16_t *m =
+            (uint16_t *)(pool + pg * page_bytes + okv_int2_meta_offset(hkv, P, d, g, OKV_FMT_META_F16, kv, h, s));
         uint32_t x = (uint32_t)i * 2654435761u;
         for (int j = 0; j < d / g; ++j) {
             m[2 * j] = okv_f32_to_f16(0.05f + 0.3f * (float)((x >> 8) & 255) / 255.f);
@@ -797,14 +902,23 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
     /* index tables (shuffled pages) */
     std::vector<int32_t> i2p(B + 1), i2i((size_t)B * ipages_seq), bfp(B + 1), bfi((size_t)B * bpp);
     std::vector<int32_t> bop(B + 1), boi((size_t)B * bf_pages_seq), sl(B, L), il(B, I);
-    for (int b = 0; b <= B; ++b) { i2p[b] = b * ipages_seq; bfp[b] = b * bpp; bop[b] = (int)(b * bf_pages_seq); }
-    for (size_t i = 0; i < i2i.size(); ++i) i2i[i] = (int)i;
+    for (int b = 0; b <= B; ++b) {
+        i2p[b] = b * ipages_seq;
+        bfp[b] = b * bpp;
+        bop[b] = (int)(b * bf_pages_seq);
+    }
+    for (size_t i = 0; i < i2i.size(); ++i)
+        i2i[i] = (int)i;
     if (!g_contig)
-        for (size_t i = i2i.size(); i > 1; --i) std::swap(i2i[i - 1], i2i[rnd() % i]);
-    for (size_t i = 0; i < bfi.size(); ++i) bfi[i] = (int)i;
-    for (size_t i = 0; i < boi.size(); ++i) boi[i] = (int)i;
+        for (size_t i = i2i.size(); i > 1; --i)
+            std::swap(i2i[i - 1], i2i[rnd() % i]);
+    for (size_t i = 0; i < bfi.size(); ++i)
+        bfi[i] = (int)i;
+    for (size_t i = 0; i < boi.size(); ++i)
+        boi[i] = (int)i;
     if (!g_contig)
-        for (size_t i = boi.size(); i > 1; --i) std::swap(boi[i - 1], boi[rnd() % i]);
+        for (size_t i = boi.size(); i > 1; --i)
+            std::swap(boi[i - 1], boi[rnd() % i]);
     if (g_nbuf > 0) nbuf_i = nbuf_b = g_nbuf;
     void *d_i2p = dupload(i2p.data(), 4 * i2p.size()), *d_i2i = dupload(i2i.data(), 4 * i2i.size() + 4);
     void *d_bfp = dupload(bfp.data(), 4 * bfp.size()), *d_bfi = dupload(bfi.data(), 4 * bfi.size());
@@ -822,24 +936,40 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
     okvc_decode_args_t a;
     memset(&a, 0, sizeof a);
     okvc_cache_t &c = a.c;
-    c.batch = B; c.hq = hq; c.hkv = hkv; c.d = d; c.page = P; c.group = d; c.ng = 1; c.meta_dtype = OKV_FMT_META_F16;
-    c.s0 = S0; c.w = W; c.f = F;
-    c.seq_lens = (int *)d_sl; c.int2_lens = (int *)d_il;
-    c.int2_indptr = (int *)d_i2p; c.int2_indices = (int *)d_i2i; c.bf16_indptr = (int *)d_bfp;
+    c.batch = B;
+    c.hq = hq;
+    c.hkv = hkv;
+    c.d = d;
+    c.page = P;
+    c.group = d;
+    c.ng = 1;
+    c.meta_dtype = OKV_FMT_META_F16;
+    c.s0 = S0;
+    c.w = W;
+    c.f = F;
+    c.seq_lens = (int *)d_sl;
+    c.int2_lens = (int *)d_il;
+    c.int2_indptr = (int *)d_i2p;
+    c.int2_indices = (int *)d_i2i;
+    c.bf16_indptr = (int *)d_bfp;
     c.bf16_indices = (int *)d_bfi;
-    c.int2_page_bytes = ipb; c.bf16_page_elems = bpb / 2;
-    a.q_dtype = OKV_DTYPE_BF16; a.out_dtype = OKV_DTYPE_BF16;
+    c.int2_page_bytes = ipb;
+    c.bf16_page_elems = bpb / 2;
+    a.q_dtype = OKV_DTYPE_BF16;
+    a.out_dtype = OKV_DTYPE_BF16;
     a.max_seq_len = ctx;
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
     auto timeit = [&](auto &&call, int nb) {
-        for (int i = 0; i < 3; ++i) call(i % nb);
+        for (int i = 0; i < 3; ++i)
+            call(i % nb);
         CK(cudaStreamSynchronize(ST->stream));
         std::vector<double> t;
         for (int r = 0; r < reps; ++r) {
             CK(cudaEventRecord(e0, ST->stream));
-            for (int i = 0; i < calls; ++i) call((r * calls + i) % nb);
+            for (int i = 0; i < calls; ++i)
+                call((r * calls + i) % nb);
             CK(cudaEventRecord(e1, ST->stream));
             CK(cudaEventSynchronize(e1));
             float ms = 0;
@@ -894,7 +1024,10 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
         okv_err_t err = {{0}};
         double us = timeit(
             [&](int i) {
-                if (OPS->decode(STATE, &ps[i], &err) != OKV_SUCCESS) { fprintf(stderr, "decode: %s\n", err.msg); exit(2); }
+                if (OPS->decode(STATE, &ps[i], &err) != OKV_SUCCESS) {
+                    fprintf(stderr, "decode: %s\n", err.msg);
+                    exit(2);
+                }
             },
             nbuf_i);
         CK(cudaGetLastError());
@@ -904,7 +1037,10 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
         printf("decode int2  B %3d ctx %6d hq %2d hkv %2d d %3d: %9.2f us  %6.3f TB/s  (splits %d, bufs %d)\n", B, ctx,
                hq, hkv, d, us, bytes / us * 1e-6, okvc_decode_plan(ST, &a), nbuf_i);
         fflush(stdout);
-        for (int i = 0; i < nbuf_i; ++i) { cudaFree(pools[i]); cudaFree(tiers[i]); }
+        for (int i = 0; i < nbuf_i; ++i) {
+            cudaFree(pools[i]);
+            cudaFree(tiers[i]);
+        }
         cudaFree(dws);
     }
     /* ---- BF16-cache path ---- */
@@ -917,7 +1053,12 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
         std::vector<void *> pools(nbuf_b);
         bool oom = false;
         for (int i = 0; i < nbuf_b; ++i) {
-            if (cudaMalloc(&pools[i], bf16_bytes) != cudaSuccess) { cudaGetLastError(); nbuf_b = i; oom = true; break; }
+            if (cudaMalloc(&pools[i], bf16_bytes) != cudaSuccess) {
+                cudaGetLastError();
+                nbuf_b = i;
+                oom = true;
+                break;
+            }
             dev_random(pools[i], bf16_bytes, 555 + i);
             fix_bf16<<<1024, 256>>>((uint32_t *)pools[i], bf16_bytes / 4);
         }
@@ -933,7 +1074,10 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
                     b.q = qs[i % NB];
                     b.out = outs[i % NB];
                     int e = okvc_decode_launch(ST, &b);
-                    if (e) { fprintf(stderr, "bf16 decode: %s\n", cudaGetErrorString((cudaError_t)e)); exit(2); }
+                    if (e) {
+                        fprintf(stderr, "bf16 decode: %s\n", cudaGetErrorString((cudaError_t)e));
+                        exit(2);
+                    }
                 },
                 nbuf_b);
             double bytes = (double)B * hkv * ctx * 2.0 * d * 2 + 2.0 * nq * 2;
@@ -943,11 +1087,16 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
             fflush(stdout);
             cudaFree(dws);
         }
-        for (int i = 0; i < nbuf_b; ++i) cudaFree(pools[i]);
+        for (int i = 0; i < nbuf_b; ++i)
+            cudaFree(pools[i]);
     }
-    for (int i = 0; i < NB; ++i) { cudaFree(qs[i]); cudaFree(outs[i]); }
+    for (int i = 0; i < NB; ++i) {
+        cudaFree(qs[i]);
+        cudaFree(outs[i]);
+    }
     void *fr[] = {d_i2p, d_i2i, d_bfp, d_bfi, d_bop, d_boi, d_sl, d_il};
-    for (void *p : fr) cudaFree(p);
+    for (void *p : fr)
+        cudaFree(p);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
 }
@@ -960,16 +1109,20 @@ static void bench_append(int n, int hkv, int d, int reps)
     const size_t ipb = int2_page_bytes(desc), bpb = bf16_page_bytes(desc);
     const int ip = (n + P - 1) / P, bpp = (64 + 256 + 8 + P - 1) / P;
     std::vector<int32_t> i2p = {0, ip}, i2i(ip), bfp = {0, bpp}, bfi(bpp), ind = {0, n}, zero = {0};
-    for (int i = 0; i < ip; ++i) i2i[i] = i;
-    for (int i = 0; i < bpp; ++i) bfi[i] = i;
+    for (int i = 0; i < ip; ++i)
+        i2i[i] = i;
+    for (int i = 0; i < bpp; ++i)
+        bfi[i] = i;
     void *d_i2p = dupload(i2p.data(), 8), *d_i2i = dupload(i2i.data(), 4 * ip), *d_bfp = dupload(bfp.data(), 8),
          *d_bfi = dupload(bfi.data(), 4 * bpp), *d_ind = dupload(ind.data(), 8);
     void *d_sl = dalloc(4), *d_il = dalloc(4);
     void *pool = dalloc(ipb * ip), *tier = dalloc(bpb * bpp);
     const size_t nel = (size_t)n * hkv * d;
     void *k = dalloc(nel * 2), *v = dalloc(nel * 2);
-    dev_random(k, nel * 2, 5); fix_bf16<<<1024, 256>>>((uint32_t *)k, nel / 2);
-    dev_random(v, nel * 2, 6); fix_bf16<<<1024, 256>>>((uint32_t *)v, nel / 2);
+    dev_random(k, nel * 2, 5);
+    fix_bf16<<<1024, 256>>>((uint32_t *)k, nel / 2);
+    dev_random(v, nel * 2, 6);
+    fix_bf16<<<1024, 256>>>((uint32_t *)v, nel / 2);
     std::vector<float> rot;
     orthogonal(rot, 1, d);
     void *dr = dupload(rot.data(), 4 * rot.size());
@@ -1018,7 +1171,8 @@ static void bench_append(int n, int hkv, int d, int reps)
     g_rows.push_back({"append", "int2", 1, n, hkv * 4, hkv, d, us, bytes});
     printf("append       n %6d hkv %2d d %3d: %9.2f us  %6.3f TB/s\n", n, hkv, d, us, bytes / us * 1e-6);
     void *fr[] = {d_i2p, d_i2i, d_bfp, d_bfi, d_ind, d_sl, d_il, pool, tier, k, v, dr};
-    for (void *q : fr) cudaFree(q);
+    for (void *q : fr)
+        cudaFree(q);
 }
 
 static double copy_bw()
@@ -1029,11 +1183,13 @@ static double copy_bw()
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; ++i) CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, ST->stream));
+    for (int i = 0; i < 3; ++i)
+        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, ST->stream));
     std::vector<double> t;
     for (int r = 0; r < 10; ++r) {
         CK(cudaEventRecord(e0, ST->stream));
-        for (int i = 0; i < 5; ++i) CK(cudaMemcpyAsync(r % 2 ? a : b, r % 2 ? b : a, n, cudaMemcpyDeviceToDevice, ST->stream));
+        for (int i = 0; i < 5; ++i)
+            CK(cudaMemcpyAsync(r % 2 ? a : b, r % 2 ? b : a, n, cudaMemcpyDeviceToDevice, ST->stream));
         CK(cudaEventRecord(e1, ST->stream));
         CK(cudaEventSynchronize(e1));
         float ms;
@@ -1075,7 +1231,8 @@ static int run_bench(const char *json, int quick)
     if (!quick) {
         /* context sweep at batch 1 and 8 (for the plot) */
         const int ctxs[] = {4096, 16384, 65536, 262144};
-        for (int cx : ctxs) bench_decode(1, cx, 32, 8, 128, true, reps, calls);
+        for (int cx : ctxs)
+            bench_decode(1, cx, 32, 8, 128, true, reps, calls);
         bench_decode(8, 4096, 32, 8, 128, true, reps, calls);
         bench_decode(8, 262144, 32, 8, 128, true, reps, calls);
         bench_decode(64, 32768, 32, 8, 128, true, reps, calls);
@@ -1088,8 +1245,8 @@ static int run_bench(const char *json, int quick)
     }
     FILE *f = fopen(json, "w");
     if (!f) return 2;
-    fprintf(f, "{\"gpu\": \"%s\", \"sms\": %d, \"copy_tbps\": %.4f, \"rows\": [\n", prop.name,
-            prop.multiProcessorCount, cbw);
+    fprintf(f, "{\"gpu\": \"%s\", \"sms\": %d, \"copy_tbps\": %.4f, \"rows\": [\n", prop.name, prop.multiProcessorCount,
+            cbw);
     for (size_t i = 0; i < g_rows.size(); ++i) {
         const BenchRow &r = g_rows[i];
         fprintf(f,
@@ -1122,8 +1279,10 @@ int main(int argc, char **argv)
     }
     ST = (okvc_state_t *)STATE;
     int rc;
-    if (!strcmp(argv[1], "check")) rc = run_checks();
-    else if (!strcmp(argv[1], "checkq")) rc = run_checks_quick();
+    if (!strcmp(argv[1], "check"))
+        rc = run_checks();
+    else if (!strcmp(argv[1], "checkq"))
+        rc = run_checks_quick();
     else if (!strcmp(argv[1], "probe")) {
         /* access-pattern experiments on the INT2 path */
         printf("-- shuffled pages\n");
@@ -1140,8 +1299,8 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[1], "one")) {
         bench_decode(1, 131072, 32, 8, 128, true, 1, 1);
         rc = 0;
-    }
-    else rc = run_bench(argc > 2 ? argv[2] : "decode.json", argc > 3 && !strcmp(argv[3], "quick"));
+    } else
+        rc = run_bench(argc > 2 ? argv[2] : "decode.json", argc > 3 && !strcmp(argv[3], "quick"));
     OPS->destroy(STATE);
     return rc;
 }

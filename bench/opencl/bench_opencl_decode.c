@@ -52,13 +52,13 @@ static cl_device_id g_dev;
 static cl_kernel g_marker;
 static cl_mem g_marker_buf;
 
-#define CL_OK(x)                                                                                                 \
-    do {                                                                                                         \
-        cl_int e_ = (x);                                                                                         \
-        if (e_ != CL_SUCCESS) {                                                                                  \
-            fprintf(stderr, "%s:%d: %s -> %d\n", __FILE__, __LINE__, #x, (int)e_);                               \
-            exit(2);                                                                                             \
-        }                                                                                                        \
+#define CL_OK(x)                                                                                                       \
+    do {                                                                                                               \
+        cl_int e_ = (x);                                                                                               \
+        if (e_ != CL_SUCCESS) {                                                                                        \
+            fprintf(stderr, "%s:%d: %s -> %d\n", __FILE__, __LINE__, #x, (int)e_);                                     \
+            exit(2);                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 static uint64_t rng = 0x243f6a8885a308d3ull;
@@ -113,8 +113,10 @@ static void dfill(dbuf_t *d, const void *block, size_t block_bytes)
     chunk = chunk / block_bytes * block_bytes;
     if (chunk == 0) chunk = block_bytes;
     unsigned char *h = malloc(chunk);
-    for (size_t o = 0; o < chunk; o += block_bytes) memcpy(h + o, block, block_bytes);
-    for (size_t o = 0; o < d->b.bytes; o += chunk) dwrite(d, o, h, d->b.bytes - o < chunk ? d->b.bytes - o : chunk);
+    for (size_t o = 0; o < chunk; o += block_bytes)
+        memcpy(h + o, block, block_bytes);
+    for (size_t o = 0; o < d->b.bytes; o += chunk)
+        dwrite(d, o, h, d->b.bytes - o < chunk ? d->b.bytes - o : chunk);
     free(h);
 }
 
@@ -129,7 +131,8 @@ typedef struct cache {
 static void cache_free(cache_t *c)
 {
     dbuf_t *all[] = {c->i2pool, c->bfpool, c->i2ptr, c->i2idx, c->bfptr, c->bfidx, c->seql, c->i2l};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) dfree(all[i]);
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        dfree(all[i]);
     memset(c, 0, sizeof *c);
 }
 
@@ -164,7 +167,8 @@ static void cache_make(cache_t *c, int batch, int ctx, int int2)
     c->bfpool = dnew(bfpb * (size_t)c->bfpages);
     /* page contents: random codes, meta (scale 0.05, lo -0.08), random bf16 in [-1, 1] */
     unsigned char *page = malloc(i2pb);
-    for (size_t i = 0; i < i2pb; ++i) page[i] = (unsigned char)urnd();
+    for (size_t i = 0; i < i2pb; ++i)
+        page[i] = (unsigned char)urnd();
     for (int kv = 0; kv < 2; ++kv)
         for (int h = 0; h < HKV; ++h)
             for (int s = 0; s < PAGE; ++s) {
@@ -175,28 +179,35 @@ static void cache_make(cache_t *c, int batch, int ctx, int int2)
     if (c->i2pages > 0) dfill(c->i2pool, page, i2pb);
     free(page);
     okv_u16 *bp = malloc(bfpb);
-    for (size_t i = 0; i < bfpb / 2; ++i) bp[i] = okv_f32_to_bf16((float)((int)(urnd() % 2001) - 1000) / 1000.0f);
+    for (size_t i = 0; i < bfpb / 2; ++i)
+        bp[i] = okv_f32_to_bf16((float)((int)(urnd() % 2001) - 1000) / 1000.0f);
     dfill(c->bfpool, bp, bfpb);
     free(bp);
     /* page tables: sequence b owns consecutive page ranges (shuffling changes nothing for bandwidth) */
     int32_t *ip = malloc(sizeof(int32_t) * (batch + 1));
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(c->i2pages > c->bfpages ? c->i2pages : c->bfpages) + 4);
-    for (int b = 0; b <= batch; ++b) ip[b] = b * i2per;
+    for (int b = 0; b <= batch; ++b)
+        ip[b] = b * i2per;
     c->i2ptr = dnew(4 * (batch + 1));
     dwrite(c->i2ptr, 0, ip, 4 * (batch + 1));
-    for (int i = 0; i < c->i2pages; ++i) idx[i] = i;
+    for (int i = 0; i < c->i2pages; ++i)
+        idx[i] = i;
     c->i2idx = dnew(4 * (size_t)(c->i2pages > 0 ? c->i2pages : 1));
     if (c->i2pages) dwrite(c->i2idx, 0, idx, 4 * (size_t)c->i2pages);
-    for (int b = 0; b <= batch; ++b) ip[b] = b * bfper;
+    for (int b = 0; b <= batch; ++b)
+        ip[b] = b * bfper;
     c->bfptr = dnew(4 * (batch + 1));
     dwrite(c->bfptr, 0, ip, 4 * (batch + 1));
-    for (int i = 0; i < c->bfpages; ++i) idx[i] = i;
+    for (int i = 0; i < c->bfpages; ++i)
+        idx[i] = i;
     c->bfidx = dnew(4 * (size_t)c->bfpages);
     dwrite(c->bfidx, 0, idx, 4 * (size_t)c->bfpages);
-    for (int b = 0; b < batch; ++b) ip[b] = ctx;
+    for (int b = 0; b < batch; ++b)
+        ip[b] = ctx;
     c->seql = dnew(4 * batch);
     dwrite(c->seql, 0, ip, 4 * batch);
-    for (int b = 0; b < batch; ++b) ip[b] = n2;
+    for (int b = 0; b < batch; ++b)
+        ip[b] = n2;
     c->i2l = dnew(4 * batch);
     dwrite(c->i2l, 0, ip, 4 * batch);
     free(ip);
@@ -204,7 +215,7 @@ static void cache_make(cache_t *c, int batch, int ctx, int int2)
     int nbf = ctx - n2;
     c->bytes_read = (double)batch * HKV *
                     ((double)n2 * (2.0 * D / 4 + 2.0 * 2 * 2) /* codes + (scale, lo) fp16, K and V */
-                     + (double)nbf * 2.0 * D * 2);           /* bf16 K and V */
+                     + (double)nbf * 2.0 * D * 2);            /* bf16 K and V */
 }
 
 static okv_cache_view_t view_of(cache_t *c)
@@ -244,7 +255,8 @@ static double time_decode(cache_t *c, int splits, int iters, int reps, int *ok)
     size_t n = (size_t)c->batch * HQ * D;
     dbuf_t *q = dnew(n * 2), *o = dnew(n * 2), *lse = dnew(4 * (size_t)c->batch * HQ);
     okv_u16 *qh = malloc(n * 2);
-    for (size_t i = 0; i < n; ++i) qh[i] = okv_f32_to_bf16((float)((int)(urnd() % 2001) - 1000) / 1000.0f);
+    for (size_t i = 0; i < n; ++i)
+        qh[i] = okv_f32_to_bf16((float)((int)(urnd() % 2001) - 1000) / 1000.0f);
     dwrite(q, 0, qh, n * 2);
     free(qh);
     okv_decode_params_t p;
@@ -360,17 +372,24 @@ int main(int argc, char **argv)
     int batches[16] = {1, 4, 8}, nb = 3;
     int iters = 11, reps = 20, splits = 0;
     for (int i = 1; i < argc; ++i) {
-        if (!strcmp(argv[i], "--module") && i + 1 < argc) module = argv[++i];
+        if (!strcmp(argv[i], "--module") && i + 1 < argc)
+            module = argv[++i];
         else if (!strcmp(argv[i], "--quick")) {
             ctxs[0] = 4096, ctxs[1] = 8192, nctx = 2;
             batches[0] = 1, batches[1] = 2, nb = 2;
             iters = 3, reps = 2;
-        } else if (!strcmp(argv[i], "--ctx") && i + 1 < argc) nctx = parse_list(argv[++i], ctxs, 16);
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) nb = parse_list(argv[++i], batches, 16);
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--splits") && i + 1 < argc) splits = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) outpath = argv[++i];
+        } else if (!strcmp(argv[i], "--ctx") && i + 1 < argc)
+            nctx = parse_list(argv[++i], ctxs, 16);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+            nb = parse_list(argv[++i], batches, 16);
+        else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
+            iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--splits") && i + 1 < argc)
+            splits = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+            outpath = argv[++i];
         else {
             fprintf(stderr, "unknown argument %s\n", argv[i]);
             return 2;
@@ -440,11 +459,13 @@ int main(int argc, char **argv)
         if (!fs[k]) continue;
         fprintf(fs[k], "# OpenCL decode attention: INT2 vs BF16 (same backend)\n\n");
         fprintf(fs[k], "device: %s (driver %s); copy bandwidth (read+write): %.1f GB/s\n\n", devname, drv, bw * 1e-9);
-        fprintf(fs[k], "Hq %d, Hkv %d, d %d, group %d, fp16 metadata, page %d; INT2: S0 64, W 256 (int2_len = ctx - 320); "
-                       "BF16: all rows in the BF16 tier. q/out bf16, lse on. splits: %s. Median of %d measurements of "
-                       "%d back-to-back calls between profiling events.\n\n",
+        fprintf(fs[k],
+                "Hq %d, Hkv %d, d %d, group %d, fp16 metadata, page %d; INT2: S0 64, W 256 (int2_len = ctx - 320); "
+                "BF16: all rows in the BF16 tier. q/out bf16, lse on. splits: %s. Median of %d measurements of "
+                "%d back-to-back calls between profiling events.\n\n",
                 HQ, HKV, D, D, PAGE, splits ? "fixed" : "backend's choice", iters, reps);
-        fprintf(fs[k], "| batch | ctx | INT2 us | INT2 GB/s | INT2 %%copy | BF16 us | BF16 GB/s | BF16 %%copy | speedup |\n");
+        fprintf(fs[k],
+                "| batch | ctx | INT2 us | INT2 GB/s | INT2 %%copy | BF16 us | BF16 GB/s | BF16 %%copy | speedup |\n");
         fprintf(fs[k], "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         fflush(fs[k]);
     }

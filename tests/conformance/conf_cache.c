@@ -48,7 +48,8 @@ static dbuf_t *dbuf_make(run_t *r, okv_context_t *ctx, const char *name, size_t 
     }
     r->nbufs++;
     unsigned char fence[CONF_GUARD];
-    for (size_t i = 0; i < CONF_GUARD; ++i) fence[i] = fence_byte(i);
+    for (size_t i = 0; i < CONF_GUARD; ++i)
+        fence[i] = fence_byte(i);
     st = okv_buffer_write(ctx, d->b, 0, fence, CONF_GUARD);
     if (st == OKV_SUCCESS && post) st = okv_buffer_write(ctx, d->b, CONF_GUARD + bytes, fence, post);
     if (st != OKV_SUCCESS) {
@@ -88,8 +89,7 @@ int dbuf_put(run_t *r, dbuf_t *d, const void *src, size_t bytes)
     if (bytes == 0) return 1;
     okv_status_t st = okv_buffer_write(d->ctx, d->b, CONF_GUARD, src, bytes);
     if (st != OKV_SUCCESS) {
-        run_fail(r, "okv_buffer_write(%s) -> %s: %s", d->name, okv_status_string(st),
-                 okv_context_last_error(d->ctx));
+        run_fail(r, "okv_buffer_write(%s) -> %s: %s", d->name, okv_status_string(st), okv_context_last_error(d->ctx));
         return 0;
     }
     return 1;
@@ -100,8 +100,7 @@ int dbuf_get(run_t *r, const dbuf_t *d, void *dst, size_t bytes)
     if (bytes == 0) return 1;
     okv_status_t st = okv_buffer_read(d->ctx, d->b, CONF_GUARD, dst, bytes);
     if (st != OKV_SUCCESS) {
-        run_fail(r, "okv_buffer_read(%s) -> %s: %s", d->name, okv_status_string(st),
-                 okv_context_last_error(d->ctx));
+        run_fail(r, "okv_buffer_read(%s) -> %s: %s", d->name, okv_status_string(st), okv_context_last_error(d->ctx));
         return 0;
     }
     return 1;
@@ -136,8 +135,8 @@ int run_check_fences(run_t *r)
         for (int side = 0; side < 2; ++side) {
             for (size_t i = 0; i < (side ? d->post : CONF_GUARD); ++i) {
                 if (fence[side][i] != fence_byte(i)) {
-                    run_fail(r, "guard bytes %s buffer %s overwritten (byte %zu)", side ? "after" : "before",
-                             d->name, side ? i : CONF_GUARD - i);
+                    run_fail(r, "guard bytes %s buffer %s overwritten (byte %zu)", side ? "after" : "before", d->name,
+                             side ? i : CONF_GUARD - i);
                     ok = 0;
                     break;
                 }
@@ -149,7 +148,8 @@ int run_check_fences(run_t *r)
 
 void run_free(run_t *r)
 {
-    for (int k = 0; k < r->nbufs; ++k) okv_buffer_destroy(r->bufs[k].b);
+    for (int k = 0; k < r->nbufs; ++k)
+        okv_buffer_destroy(r->bufs[k].b);
     r->nbufs = 0;
 }
 
@@ -222,20 +222,25 @@ int hc_init(hcache_t *h, const conf_case_t *c, const int *cap_int2)
     }
     memset(h->ipool, 0xff, (size_t)h->n_ipool * h->ipb);
     memset(h->bpool, 0xff, (size_t)h->n_bpool * h->bpb);
-    for (size_t i = 0; i < (size_t)h->n_bpool * h->bpb / 2; ++i) h->bval[i] = NAN;
+    for (size_t i = 0; i < (size_t)h->n_bpool * h->bpb / 2; ++i)
+        h->bval[i] = NAN;
     /* pages scattered over the pools (deterministic from the case seed) */
     conf_rng_t rng;
     conf_rng_seed(&rng, c->seed ^ 0x5eedull);
-    for (int i = 0; i < h->n_ipool; ++i) perm[i] = i;
+    for (int i = 0; i < h->n_ipool; ++i)
+        perm[i] = i;
     shuffle(&rng, perm, h->n_ipool);
     int k = 0;
     for (int b = 0; b < h->batch; ++b) {
         int p = (cap_int2[b] + h->P - 1) / h->P;
-        for (int j = 0; j < p; ++j) h->pages[b * h->max_pages + j] = perm[k++];
+        for (int j = 0; j < p; ++j)
+            h->pages[b * h->max_pages + j] = perm[k++];
     }
-    for (int i = 0; i < h->n_bpool; ++i) perm[i] = i;
+    for (int i = 0; i < h->n_bpool; ++i)
+        perm[i] = i;
     shuffle(&rng, perm, h->n_bpool);
-    for (int i = 0; i < h->batch * h->bppseq; ++i) h->bpages[i] = perm[i];
+    for (int i = 0; i < h->batch * h->bppseq; ++i)
+        h->bpages[i] = perm[i];
     free(perm);
     return 1;
 }
@@ -293,7 +298,8 @@ int hc_state_int2(const hcache_t *h, conf_rng_t *rng, int t)
     int steps = conf_rng_int(rng, 2 * h->f + 2);
     if (steps > t) steps = t;
     int len = t - steps, i = hc_int2_after(h, 0, 0, len);
-    for (int s = 0; s < steps; ++s) i = hc_int2_after(h, len++, i, 1);
+    for (int s = 0; s < steps; ++s)
+        i = hc_int2_after(h, len++, i, 1);
     return i;
 }
 
@@ -324,7 +330,8 @@ size_t hc_int2_meta_at(const hcache_t *h, int b, int j, int kv, int head)
 
 static void clip_row(const float *x, int d, float tau, float *xc)
 {
-    for (int i = 0; i < d; ++i) xc[i] = tau >= 0.0f ? fminf(fmaxf(x[i], -tau), tau) : x[i];
+    for (int i = 0; i < d; ++i)
+        xc[i] = tau >= 0.0f ? fminf(fmaxf(x[i], -tau), tau) : x[i];
 }
 
 static void store_meta(int meta, float v, uint8_t *dst) { conf_store((okv_dtype_t)meta, &v, dst, 1); }
@@ -338,13 +345,15 @@ static float load_meta(int meta, const uint8_t *src)
 /* Codes of a clipped row against given metadata (scale, lo per group). */
 static void row_codes(const hcache_t *h, const float *xc, const float *scale, const float *lo, int *code)
 {
-    for (int i = 0; i < h->d; ++i) code[i] = okv_group_code(xc[i], scale[i / h->g], lo[i / h->g], h->quant);
+    for (int i = 0; i < h->d; ++i)
+        code[i] = okv_group_code(xc[i], scale[i / h->g], lo[i / h->g], h->quant);
 }
 
 static void pack_codes(int d, const int *code, uint8_t *out)
 {
     int q = d / 4;
-    for (int i = 0; i < q; ++i) out[i] = okv_pack4(code[i], code[i + q], code[i + 2 * q], code[i + 3 * q]);
+    for (int i = 0; i < q; ++i)
+        out[i] = okv_pack4(code[i], code[i + q], code[i + 2 * q], code[i + 3 * q]);
 }
 
 static int unpack_code(int d, const uint8_t *codes, int i) { return okv_unpack_code(codes[i % (d / 4)], i / (d / 4)); }
@@ -406,7 +415,8 @@ int hc_fill(hcache_t *h, conf_rng_t *rng, int b, int t, int i)
                         const float *R = rk + (size_t)kv * h->d * h->d;
                         for (int j = 0; j < h->d; ++j) {
                             double acc = 0.0;
-                            for (int m = 0; m < h->d; ++m) acc += (double)x[m] * R[(size_t)m * h->d + j];
+                            for (int m = 0; m < h->d; ++m)
+                                acc += (double)x[m] * R[(size_t)m * h->d + j];
                             tmp[j] = (float)acc;
                         }
                         memcpy(x, tmp, (size_t)h->d * sizeof(float));
@@ -443,12 +453,14 @@ void hc_build_tables(const hcache_t *h, int32_t *iptr, int32_t *iidx, int32_t *b
 {
     iptr[0] = 0;
     for (int b = 0; b < h->batch; ++b) {
-        for (int j = 0; j < h->tpages[b]; ++j) iidx[iptr[b] + j] = h->pages[b * h->max_pages + j];
+        for (int j = 0; j < h->tpages[b]; ++j)
+            iidx[iptr[b] + j] = h->pages[b * h->max_pages + j];
         iptr[b + 1] = iptr[b] + h->tpages[b];
     }
     bptr[0] = 0;
     for (int b = 0; b < h->batch; ++b) {
-        for (int j = 0; j < h->bppseq; ++j) bidx[bptr[b] + j] = h->bpages[b * h->bppseq + j];
+        for (int j = 0; j < h->bppseq; ++j)
+            bidx[bptr[b] + j] = h->bpages[b * h->bppseq + j];
         bptr[b + 1] = bptr[b] + h->bppseq;
     }
 }
@@ -463,10 +475,12 @@ int hc_upload(run_t *r, okv_context_t *ctx, const hcache_t *h, dcache_t *dc)
     int ok = iptr && bptr && iidx && bidx && sl && il;
     if (ok) {
         hc_build_tables(h, iptr, iidx, bptr, bidx);
-        for (int b = 0; b < B; ++b) sl[b] = h->seq_len[b], il[b] = h->int2_len[b];
+        for (int b = 0; b < B; ++b)
+            sl[b] = h->seq_len[b], il[b] = h->int2_len[b];
         /* the INT2 index array is sized for the capacity: later steps grow the table */
         int cap = 0;
-        for (int b = 0; b < B; ++b) cap += (h->max_pages > h->tpages[b] ? h->max_pages : h->tpages[b]);
+        for (int b = 0; b < B; ++b)
+            cap += (h->max_pages > h->tpages[b] ? h->max_pages : h->tpages[b]);
         dc->n_iidx = iptr[B];
         int32_t *iidx_full = calloc((size_t)(cap + 1), 4);
         ok = iidx_full != NULL;
@@ -549,13 +563,18 @@ static void bisect_dfs(const float *ax, int d, int allowed, double unc, int step
     int a = cnt_min > allowed, b = cnt_max > allowed;
     /* the model's own decision first */
     int cnt = 0;
-    for (int i = 0; i < d; ++i) cnt += ax[i] > mid;
+    for (int i = 0; i < d; ++i)
+        cnt += ax[i] > mid;
     int own = cnt > allowed;
-    if (own) bisect_dfs(ax, d, allowed, unc, step + 1, mid, hi, out, n, max);
-    else bisect_dfs(ax, d, allowed, unc, step + 1, lo, mid, out, n, max);
+    if (own)
+        bisect_dfs(ax, d, allowed, unc, step + 1, mid, hi, out, n, max);
+    else
+        bisect_dfs(ax, d, allowed, unc, step + 1, lo, mid, out, n, max);
     if (a != b) {
-        if (own) bisect_dfs(ax, d, allowed, unc, step + 1, lo, mid, out, n, max);
-        else bisect_dfs(ax, d, allowed, unc, step + 1, mid, hi, out, n, max);
+        if (own)
+            bisect_dfs(ax, d, allowed, unc, step + 1, lo, mid, out, n, max);
+        else
+            bisect_dfs(ax, d, allowed, unc, step + 1, mid, hi, out, n, max);
     }
 }
 
@@ -603,8 +622,8 @@ static int check_candidate(const hcache_t *h, const float *x, double unc, float 
         double tl = meta_ulp(h->meta, lo[gi]) * 1.01 + 2.0 * vunc + 1e-6 * mag;
         if (h->quant == OKV_FMT_QUANT_LLOYD_MAX) ts *= 2.0, tl += 3.0 * ts;
         if (!(fabs((double)gscale[gi] - scale[gi]) <= ts) || !(fabs((double)glo[gi] - lo[gi]) <= tl)) {
-            snprintf(why, cap, "group %d metadata (scale %.9g, lo %.9g), expected (%.9g, %.9g)", gi,
-                     (double)gscale[gi], (double)glo[gi], (double)scale[gi], (double)lo[gi]);
+            snprintf(why, cap, "group %d metadata (scale %.9g, lo %.9g), expected (%.9g, %.9g)", gi, (double)gscale[gi],
+                     (double)glo[gi], (double)scale[gi], (double)lo[gi]);
             return 0;
         }
     }
@@ -656,8 +675,10 @@ int ref_dequantize(run_t *r, const hcache_t *h, float **k, float **v, int **rows
         return 0;
     }
     optr[0] = 0;
-    for (int b = 0; b < h->batch; ++b) optr[b + 1] = optr[b] + h->seq_len[b];
-    for (int b = 0; b <= h->batch; ++b) (*rowstart)[b] = optr[b];
+    for (int b = 0; b < h->batch; ++b)
+        optr[b + 1] = optr[b] + h->seq_len[b];
+    for (int b = 0; b <= h->batch; ++b)
+        (*rowstart)[b] = optr[b];
     int rows = optr[h->batch];
     size_t elems = (size_t)rows * h->hkv * h->d;
     int nb0 = r->nbufs;
@@ -693,7 +714,8 @@ int ref_dequantize(run_t *r, const hcache_t *h, float **k, float **v, int **rows
     if (ok) {
         run_t tmp = *r;
         tmp.nbufs = 0;
-        for (int i = nb0; i < r->nbufs; ++i) tmp.bufs[tmp.nbufs++] = r->bufs[i];
+        for (int i = nb0; i < r->nbufs; ++i)
+            tmp.bufs[tmp.nbufs++] = r->bufs[i];
         if (!run_check_fences(&tmp)) {
             r->failed = 1;
             ok = 0;

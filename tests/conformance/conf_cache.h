@@ -53,11 +53,11 @@ typedef struct hcache {
     int meta, msz, quant, clip;
     float kr, vr; /* clip ratios */
     int *seq_len, *int2_len;
-    int max_pages;  /* INT2 pages reserved per sequence (capacity) */
-    int *pages;     /* [batch][max_pages] INT2 page ids */
-    int *tpages;    /* [batch] pages currently in the page table */
-    int bppseq;     /* BF16 pages per sequence */
-    int *bpages;    /* [batch][bppseq] */
+    int max_pages; /* INT2 pages reserved per sequence (capacity) */
+    int *pages;    /* [batch][max_pages] INT2 page ids */
+    int *tpages;   /* [batch] pages currently in the page table */
+    int bppseq;    /* BF16 pages per sequence */
+    int *bpages;   /* [batch][bppseq] */
     int n_ipool, n_bpool;
     size_t ipb, bpb; /* page bytes */
     uint8_t *ipool;

@@ -35,7 +35,8 @@ int okv_conformance_case_count(const char *op, int quick)
     const conf_case_t *t = conf_table(&total);
     char desc[512];
     if (op && oi < 0) return 0;
-    for (int i = 0; i < total; ++i) n += selected(&t[i], oi, NULL, quick, desc, sizeof desc);
+    for (int i = 0; i < total; ++i)
+        n += selected(&t[i], oi, NULL, quick, desc, sizeof desc);
     return n;
 }
 
@@ -96,9 +97,12 @@ static void record(const char *name, const conf_case_t *c, conf_verdict_t v, con
 {
     char desc[512];
     conf_descriptor(c, desc, sizeof desc);
-    if (v == CONF_PASS) tot[c->op].pass++, all->passed++;
-    else if (v == CONF_FAIL) tot[c->op].fail++, all->failed++;
-    else tot[c->op].unsup++, all->unsupported++;
+    if (v == CONF_PASS)
+        tot[c->op].pass++, all->passed++;
+    else if (v == CONF_FAIL)
+        tot[c->op].fail++, all->failed++;
+    else
+        tot[c->op].unsup++, all->unsupported++;
     if (v == CONF_FAIL) {
         fprintf(log, "FAIL %s %s: %s\n", name, desc, msg);
         fflush(log);
@@ -126,8 +130,10 @@ static int open_session(const char *name, conf_session_t *s, char *reason, size_
         snprintf(reason, cap, "okv_context_create -> %s", okv_status_string(st));
         return 0;
     }
-    if (strcmp(name, "ref") == 0) s->ref = s->ctx;
-    else if (make_ctx("ref", &s->ref) != OKV_SUCCESS) s->ref = NULL;
+    if (strcmp(name, "ref") == 0)
+        s->ref = s->ctx;
+    else if (make_ctx("ref", &s->ref) != OKV_SUCCESS)
+        s->ref = NULL;
     return 1;
 }
 
@@ -188,8 +194,8 @@ static void worker(int fd, const char *name, const conf_case_t *t, const int *id
         conf_verdict_t v = run_one(&s, &t[idx[k]], msg, sizeof msg);
         for (char *p = msg; *p; ++p)
             if (*p == '\n') *p = ' ';
-        snprintf(line, sizeof line, "R %d %d %lld %lld %.4f %s\n", k, (int)v, s.codes_compared - c0,
-                 s.code_ties - t0, now_s() - a, msg);
+        snprintf(line, sizeof line, "R %d %d %lld %lld %.4f %s\n", k, (int)v, s.codes_compared - c0, s.code_ties - t0,
+                 now_s() - a, msg);
         wputs(fd, line);
     }
     wputs(fd, "E\n");
@@ -294,9 +300,12 @@ static int run_cases(const char *name, const conf_case_t *t, const int *idx, int
         if (unavailable) return -1;
         if (ended) break;
         char why[128];
-        if (timed_out) snprintf(why, sizeof why, "no result within %.0f s (killed)", tmo);
-        else if (WIFSIGNALED(status)) snprintf(why, sizeof why, "the worker process died of signal %d", WTERMSIG(status));
-        else snprintf(why, sizeof why, "the worker process exited with status %d", WEXITSTATUS(status));
+        if (timed_out)
+            snprintf(why, sizeof why, "no result within %.0f s (killed)", tmo);
+        else if (WIFSIGNALED(status))
+            snprintf(why, sizeof why, "the worker process died of signal %d", WTERMSIG(status));
+        else
+            snprintf(why, sizeof why, "the worker process exited with status %d", WEXITSTATUS(status));
         if (cur < 0) {
             /* died outside a case (session setup or teardown) */
             if (next >= n) break;
@@ -387,8 +396,8 @@ static int list_backends(char names[][OKV_NAME_MAX], int max)
 #endif
 
 /* Runs the selected cases on one backend; per-op totals. -1: backend unavailable. */
-static int run_backend(const char *name, int op, const char *filter, int quick, FILE *log, int verbose,
-                       op_tot_t *tot, okv_conformance_totals_t *all, char *reason, size_t cap)
+static int run_backend(const char *name, int op, const char *filter, int quick, FILE *log, int verbose, op_tot_t *tot,
+                       okv_conformance_totals_t *all, char *reason, size_t cap)
 {
     int total;
     const conf_case_t *t = conf_table(&total);
@@ -442,13 +451,20 @@ int okv_conformance_main(int argc, char **argv)
     int list = 0, quick = 0, verbose = 0;
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i];
-        if (strcmp(a, "--backend") == 0 && i + 1 < argc) backend = argv[++i];
-        else if (strncmp(a, "--backend=", 10) == 0) backend = a + 10;
-        else if (strcmp(a, "--filter") == 0 && i + 1 < argc) filter = argv[++i];
-        else if (strncmp(a, "--filter=", 9) == 0) filter = a + 9;
-        else if (strcmp(a, "--list") == 0) list = 1;
-        else if (strcmp(a, "--quick") == 0) quick = 1;
-        else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) verbose = 1;
+        if (strcmp(a, "--backend") == 0 && i + 1 < argc)
+            backend = argv[++i];
+        else if (strncmp(a, "--backend=", 10) == 0)
+            backend = a + 10;
+        else if (strcmp(a, "--filter") == 0 && i + 1 < argc)
+            filter = argv[++i];
+        else if (strncmp(a, "--filter=", 9) == 0)
+            filter = a + 9;
+        else if (strcmp(a, "--list") == 0)
+            list = 1;
+        else if (strcmp(a, "--quick") == 0)
+            quick = 1;
+        else if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0)
+            verbose = 1;
         else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout, prog);
             return 0;
@@ -472,7 +488,8 @@ int okv_conformance_main(int argc, char **argv)
         return 0;
     }
     int selected_n = 0;
-    for (int i = 0; i < total; ++i) selected_n += selected(&t[i], -1, filter, quick, desc, sizeof desc);
+    for (int i = 0; i < total; ++i)
+        selected_n += selected(&t[i], -1, filter, quick, desc, sizeof desc);
 
     const char *names[MAX_B];
     char namebuf[MAX_B][OKV_NAME_MAX];
@@ -481,7 +498,8 @@ int okv_conformance_main(int argc, char **argv)
         names[nb++] = backend;
     } else {
         nb = list_backends(namebuf, MAX_B);
-        for (int b = 0; b < nb; ++b) names[b] = namebuf[b];
+        for (int b = 0; b < nb; ++b)
+            names[b] = namebuf[b];
     }
     op_tot_t tot[MAX_B][CONF_OP_COUNT];
     int state[MAX_B]; /* 0 ran, -1 unavailable */
@@ -492,14 +510,15 @@ int okv_conformance_main(int argc, char **argv)
     memset(tot, 0, sizeof tot);
     int skipped = 0;
     printf("oscarkv conformance: %d cases (%s table), backends:", selected_n, quick ? "quick" : "full");
-    for (int b = 0; b < nb; ++b) printf(" %s", names[b]);
+    for (int b = 0; b < nb; ++b)
+        printf(" %s", names[b]);
     printf("\n");
     fflush(stdout);
     for (int b = 0; b < nb; ++b) {
         double a = now_s();
         reasons[b][0] = '\0';
-        state[b] = run_backend(names[b], -1, filter, quick, stdout, verbose, tot[b], &all, reasons[b],
-                               sizeof reasons[b]);
+        state[b] =
+            run_backend(names[b], -1, filter, quick, stdout, verbose, tot[b], &all, reasons[b], sizeof reasons[b]);
         secs[b] = now_s() - a;
         if (state[b] < 0) {
             printf("SKIP %s: unavailable: %s\n", names[b], reasons[b]);
@@ -508,18 +527,21 @@ int okv_conformance_main(int argc, char **argv)
         }
     }
     printf("\nop x backend (PASS/FAIL/UNSUPPORTED case counts)\n%-12s", "op");
-    for (int b = 0; b < nb; ++b) printf(" %-24s", names[b]);
+    for (int b = 0; b < nb; ++b)
+        printf(" %-24s", names[b]);
     printf("\n");
     for (int o = 0; o < CONF_OP_COUNT; ++o) {
         printf("%-12s", conf_op_names[o]);
         for (int b = 0; b < nb; ++b) {
             char cell[64];
             const op_tot_t *x = &tot[b][o];
-            if (state[b] < 0) snprintf(cell, sizeof cell, "unavailable");
-            else if (x->pass + x->fail + x->unsup == 0) snprintf(cell, sizeof cell, "-");
+            if (state[b] < 0)
+                snprintf(cell, sizeof cell, "unavailable");
+            else if (x->pass + x->fail + x->unsup == 0)
+                snprintf(cell, sizeof cell, "-");
             else
-                snprintf(cell, sizeof cell, "%s %d/%d/%d",
-                         x->fail ? "FAIL" : (x->pass ? "PASS" : "UNSUPPORTED"), x->pass, x->fail, x->unsup);
+                snprintf(cell, sizeof cell, "%s %d/%d/%d", x->fail ? "FAIL" : (x->pass ? "PASS" : "UNSUPPORTED"),
+                         x->pass, x->fail, x->unsup);
             printf(" %-24s", cell);
         }
         printf("\n");

@@ -20,7 +20,8 @@ static uint64_t splitmix(uint64_t *x)
 void conf_rng_seed(conf_rng_t *r, uint64_t seed)
 {
     uint64_t x = seed * 0x2545f4914f6cdd1dull + 0x1234567ull;
-    for (int i = 0; i < 4; ++i) r->s[i] = splitmix(&x);
+    for (int i = 0; i < 4; ++i)
+        r->s[i] = splitmix(&x);
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -56,13 +57,16 @@ void conf_store(okv_dtype_t t, const float *src, void *dst, size_t n)
     switch (t) {
     case OKV_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break;
     case OKV_DTYPE_F16:
-        for (size_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = okv_f32_to_f16(src[i]);
+        for (size_t i = 0; i < n; ++i)
+            ((uint16_t *)dst)[i] = okv_f32_to_f16(src[i]);
         break;
     case OKV_DTYPE_BF16:
-        for (size_t i = 0; i < n; ++i) ((uint16_t *)dst)[i] = okv_f32_to_bf16(src[i]);
+        for (size_t i = 0; i < n; ++i)
+            ((uint16_t *)dst)[i] = okv_f32_to_bf16(src[i]);
         break;
     case OKV_DTYPE_F64:
-        for (size_t i = 0; i < n; ++i) ((double *)dst)[i] = (double)src[i];
+        for (size_t i = 0; i < n; ++i)
+            ((double *)dst)[i] = (double)src[i];
         break;
     default: memset(dst, 0, n * 4); break;
     }
@@ -73,16 +77,20 @@ void conf_load(okv_dtype_t t, const void *src, float *dst, size_t n)
     switch (t) {
     case OKV_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break;
     case OKV_DTYPE_F16:
-        for (size_t i = 0; i < n; ++i) dst[i] = okv_f16_to_f32(((const uint16_t *)src)[i]);
+        for (size_t i = 0; i < n; ++i)
+            dst[i] = okv_f16_to_f32(((const uint16_t *)src)[i]);
         break;
     case OKV_DTYPE_BF16:
-        for (size_t i = 0; i < n; ++i) dst[i] = okv_bf16_to_f32(((const uint16_t *)src)[i]);
+        for (size_t i = 0; i < n; ++i)
+            dst[i] = okv_bf16_to_f32(((const uint16_t *)src)[i]);
         break;
     case OKV_DTYPE_F64:
-        for (size_t i = 0; i < n; ++i) dst[i] = (float)((const double *)src)[i];
+        for (size_t i = 0; i < n; ++i)
+            dst[i] = (float)((const double *)src)[i];
         break;
     default:
-        for (size_t i = 0; i < n; ++i) dst[i] = NAN;
+        for (size_t i = 0; i < n; ++i)
+            dst[i] = NAN;
         break;
     }
 }
@@ -120,10 +128,12 @@ void conf_random_rotation(conf_rng_t *r, int d, float *out)
 {
     double *m = malloc((size_t)d * (size_t)d * sizeof(double));
     if (!m) {
-        for (int i = 0; i < d * d; ++i) out[i] = (i / d == i % d) ? 1.0f : 0.0f;
+        for (int i = 0; i < d * d; ++i)
+            out[i] = (i / d == i % d) ? 1.0f : 0.0f;
         return;
     }
-    for (int i = 0; i < d * d; ++i) m[i] = conf_rng_normal(r);
+    for (int i = 0; i < d * d; ++i)
+        m[i] = conf_rng_normal(r);
     /* modified Gram-Schmidt on rows, twice for orthogonality to ~1e-15 */
     for (int pass = 0; pass < 2; ++pass) {
         for (int i = 0; i < d; ++i) {
@@ -131,16 +141,21 @@ void conf_random_rotation(conf_rng_t *r, int d, float *out)
             for (int j = 0; j < i; ++j) {
                 const double *rj = m + (size_t)j * d;
                 double dot = 0.0;
-                for (int k = 0; k < d; ++k) dot += ri[k] * rj[k];
-                for (int k = 0; k < d; ++k) ri[k] -= dot * rj[k];
+                for (int k = 0; k < d; ++k)
+                    dot += ri[k] * rj[k];
+                for (int k = 0; k < d; ++k)
+                    ri[k] -= dot * rj[k];
             }
             double nrm = 0.0;
-            for (int k = 0; k < d; ++k) nrm += ri[k] * ri[k];
+            for (int k = 0; k < d; ++k)
+                nrm += ri[k] * ri[k];
             nrm = 1.0 / sqrt(nrm);
-            for (int k = 0; k < d; ++k) ri[k] *= nrm;
+            for (int k = 0; k < d; ++k)
+                ri[k] *= nrm;
         }
     }
-    for (int i = 0; i < d * d; ++i) out[i] = (float)m[i];
+    for (int i = 0; i < d * d; ++i)
+        out[i] = (float)m[i];
     free(m);
 }
 

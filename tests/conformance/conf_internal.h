@@ -24,37 +24,37 @@ typedef enum conf_op {
  * backend as on ref (and on ref with one of the statuses the contract documents). */
 typedef enum conf_err {
     CONF_ERR_NONE = 0,
-    CONF_ERR_NULL_BUF,    /* a required input buffer is NULL */
-    CONF_ERR_HEAD_DIM,    /* head_dim not in {64, 128, 256} */
-    CONF_ERR_GQA,         /* Hq % Hkv != 0 (or n_heads % head_group != 0) */
-    CONF_ERR_SMALL_BUF,   /* an output buffer one element too small */
-    CONF_ERR_NAN,         /* a NaN in the input data */
-    CONF_ERR_BAD_PAGE,    /* a page index past the pool */
-    CONF_ERR_META_OVF,    /* a value the fp16 metadata cannot hold */
+    CONF_ERR_NULL_BUF,  /* a required input buffer is NULL */
+    CONF_ERR_HEAD_DIM,  /* head_dim not in {64, 128, 256} */
+    CONF_ERR_GQA,       /* Hq % Hkv != 0 (or n_heads % head_group != 0) */
+    CONF_ERR_SMALL_BUF, /* an output buffer one element too small */
+    CONF_ERR_NAN,       /* a NaN in the input data */
+    CONF_ERR_BAD_PAGE,  /* a page index past the pool */
+    CONF_ERR_META_OVF,  /* a value the fp16 metadata cannot hold */
     CONF_ERR_COUNT
 } conf_err_t;
 
 typedef struct conf_case {
     conf_op_t op;
-    int quick;           /* member of the quick table */
-    int batch;           /* sequences (or, for rotate/moments, unused: 1) */
-    int hq, hkv, d, g;   /* heads, head_dim, quantisation group (g == d: one group) */
-    int page;            /* tokens per page */
-    int s0, w, f;        /* sink, recent window, flush interval */
-    int ctx;             /* longest cached length (history) of the batch */
-    int n_new;           /* append/prefill: rows per sequence per step; rotate/moments: rows */
-    int steps;           /* append: consecutive calls */
+    int quick;             /* member of the quick table */
+    int batch;             /* sequences (or, for rotate/moments, unused: 1) */
+    int hq, hkv, d, g;     /* heads, head_dim, quantisation group (g == d: one group) */
+    int page;              /* tokens per page */
+    int s0, w, f;          /* sink, recent window, flush interval */
+    int ctx;               /* longest cached length (history) of the batch */
+    int n_new;             /* append/prefill: rows per sequence per step; rotate/moments: rows */
+    int steps;             /* append: consecutive calls */
     okv_dtype_t in_dtype;  /* q / kv / x */
     okv_dtype_t out_dtype; /* outputs (dequantize, decode, prefill, rotate); moments: acc dtype */
     okv_dtype_t meta;
     okv_quantizer_t quant;
     okv_clip_mode_t clip;
-    int noclip;          /* clip ratios 1.0 instead of 0.96 / 0.92 */
-    int splits;          /* decode num_splits (0: backend's choice) */
-    int unrotate;        /* decode: unrotate_output; rotate: transpose */
-    int per_head;        /* per-head rotations (append, decode, rotate) */
-    int with_aux;        /* decode: lse output; moments: weights */
-    int empty_seq;       /* decode: the last sequence of the batch has length 0 */
+    int noclip;    /* clip ratios 1.0 instead of 0.96 / 0.92 */
+    int splits;    /* decode num_splits (0: backend's choice) */
+    int unrotate;  /* decode: unrotate_output; rotate: transpose */
+    int per_head;  /* per-head rotations (append, decode, rotate) */
+    int with_aux;  /* decode: lse output; moments: weights */
+    int empty_seq; /* decode: the last sequence of the batch has length 0 */
     conf_err_t err;
     uint64_t seed;
 } conf_case_t;
@@ -73,8 +73,8 @@ const char *conf_dtype_name(okv_dtype_t t);
 typedef enum conf_verdict { CONF_PASS = 0, CONF_FAIL = 1, CONF_UNSUPPORTED = 2 } conf_verdict_t;
 
 typedef struct conf_session {
-    okv_context_t *ctx;     /* backend under test */
-    okv_context_t *ref;     /* the ref backend (== ctx when testing ref) */
+    okv_context_t *ctx; /* backend under test */
+    okv_context_t *ref; /* the ref backend (== ctx when testing ref) */
     const char *backend;
     long long codes_compared, code_ties;
 } conf_session_t;
@@ -95,9 +95,9 @@ int conf_rng_int(conf_rng_t *r, int n); /* [0, n) */
 /* Host values <-> dtype storage. */
 void conf_store(okv_dtype_t t, const float *src, void *dst, size_t n);
 void conf_load(okv_dtype_t t, const void *src, float *dst, size_t n);
-float conf_round(okv_dtype_t t, float x);     /* x through the dtype's storage */
-double conf_dtype_eps(okv_dtype_t t);         /* unit roundoff (half an ulp, relative) */
-double conf_dtype_tiny(okv_dtype_t t);        /* absolute rounding error in the subnormal range */
+float conf_round(okv_dtype_t t, float x); /* x through the dtype's storage */
+double conf_dtype_eps(okv_dtype_t t);     /* unit roundoff (half an ulp, relative) */
+double conf_dtype_tiny(okv_dtype_t t);    /* absolute rounding error in the subnormal range */
 
 /* Random orthogonal d x d (float32, row-major) from Gram-Schmidt on a Gaussian matrix. */
 void conf_random_rotation(conf_rng_t *r, int d, float *out);

@@ -57,7 +57,8 @@ static float *gen_rotations(conf_rng_t *rng, int n, int d)
 {
     float *R = malloc((size_t)n * d * d * sizeof(float));
     if (R)
-        for (int i = 0; i < n; ++i) conf_random_rotation(rng, d, R + (size_t)i * d * d);
+        for (int i = 0; i < n; ++i)
+            conf_random_rotation(rng, d, R + (size_t)i * d * d);
     return R;
 }
 
@@ -79,8 +80,7 @@ static void rot_row(const float *x, const float *R, int d, int transpose, double
 /* Bound of an fp32 dot product's error over d terms (worst case, recursive sum). */
 static double dot_err(double abssum, int d) { return abssum * (double)(d + 2) * 6.0e-8; }
 
-#define CALL_FAILED(st, what, ctx)                                                                            \
-    run_fail(r, "%s -> %s: %s", what, okv_status_string(st), okv_context_last_error(ctx))
+#define CALL_FAILED(st, what, ctx) run_fail(r, "%s -> %s: %s", what, okv_status_string(st), okv_context_last_error(ctx))
 
 /* ------------------------------------------------------------------ rotate -- */
 static okv_status_t op_rotate(run_t *r, okv_context_t *ctx)
@@ -141,11 +141,12 @@ static okv_status_t op_rotate(run_t *r, okv_context_t *ctx)
                 rot_row(x + base, Rh, d, c->unrotate, y, as);
                 for (int j = 0; j < d; ++j) {
                     double e = fabs(o[base + j] - y[j]);
-                    double tol = eps * 1.001 * fabs(y[j]) + dot_err(as[j], d) * (1.0 + eps) + conf_dtype_tiny(c->out_dtype);
+                    double tol =
+                        eps * 1.001 * fabs(y[j]) + dot_err(as[j], d) * (1.0 + eps) + conf_dtype_tiny(c->out_dtype);
                     if (!(e <= tol)) {
                         if (bad++ == 0)
-                            run_fail(r, "out[%d][%d][%d] = %.9g, expected %.9g (tol %.3g)", t, h, j, (double)o[base + j],
-                                     y[j], tol);
+                            run_fail(r, "out[%d][%d][%d] = %.9g, expected %.9g (tol %.3g)", t, h, j,
+                                     (double)o[base + j], y[j], tol);
                     }
                     if (e / (tol > 0 ? tol : 1) > worst) worst = e / tol;
                 }
@@ -183,18 +184,21 @@ static okv_status_t op_moments(run_t *r, okv_context_t *ctx)
         st = oom(r);
         goto done;
     }
-    for (size_t i = 0; i < (size_t)n * H; ++i) w[i] = (float)(2.0 * conf_rng_uniform(&rng));
+    for (size_t i = 0; i < (size_t)n * H; ++i)
+        w[i] = (float)(2.0 * conf_rng_uniform(&rng));
     for (size_t i = 0; i < acnt; ++i) {
         float v = (float)(0.25 * conf_rng_normal(&rng));
         init[i] = v;
-        if (adt == OKV_DTYPE_F64) ((double *)ainit)[i] = v;
-        else ((float *)ainit)[i] = v;
+        if (adt == OKV_DTYPE_F64)
+            ((double *)ainit)[i] = v;
+        else
+            ((float *)ainit)[i] = v;
     }
     if (c->err == CONF_ERR_NAN) conf_store(c->in_dtype, &(float){NAN}, (char *)xs + esz(c->in_dtype) * (cnt / 3), 1);
     dbuf_t *dx = dbuf_new(r, ctx, "x", cnt * esz(c->in_dtype), xs);
     dbuf_t *dw = c->with_aux ? dbuf_new(r, ctx, "weights", (size_t)n * H * 4, w) : NULL;
     dbuf_t *dacc = c->err == CONF_ERR_SMALL_BUF ? dbuf_new_short(r, ctx, "acc", acnt * esz(adt) - esz(adt))
-                                                 : dbuf_new(r, ctx, "acc", acnt * esz(adt), ainit);
+                                                : dbuf_new(r, ctx, "acc", acnt * esz(adt), ainit);
     if (!dx || (c->with_aux && !dw) || !dacc) goto done;
     okv_moments_params_t p;
     okv_moments_params_init(&p);
@@ -239,8 +243,8 @@ static okv_status_t op_moments(run_t *r, okv_context_t *ctx)
             double ex = init[i] + e[i];
             double tol = rel * (a[i] + fabs(init[i])) + 1e-30;
             if (!(fabs(g - ex) <= tol) && bad++ == 0)
-                run_fail(r, "acc[%zu][%zu][%zu] = %.12g, expected %.12g (tol %.3g)", i / ((size_t)d * d),
-                         (i / d) % d, i % d, g, ex, tol);
+                run_fail(r, "acc[%zu][%zu][%zu] = %.12g, expected %.12g (tol %.3g)", i / ((size_t)d * d), (i / d) % d,
+                         i % d, g, ex, tol);
         }
         if (bad > 1) run_fail(r, "%ld of %zu accumulator entries outside tolerance", bad, acnt);
         free(e);
@@ -268,8 +272,7 @@ static void seq_states(const hcache_t *h, conf_rng_t *rng, int ctx, int lo, int 
 }
 
 /* A host cache for the case; cap_extra[b] (may be NULL) extra INT2 tokens. */
-static int make_cache(run_t *r, hcache_t *h, conf_rng_t *rng, int lo, const int *t, const int *i,
-                      const int *cap)
+static int make_cache(run_t *r, hcache_t *h, conf_rng_t *rng, int lo, const int *t, const int *i, const int *cap)
 {
     if (!hc_init(h, r->c, cap)) {
         oom(r);
@@ -321,7 +324,8 @@ static int rec_init(rec_t *rc, const hcache_t *h, int cap_tokens, int max_rows)
     size_t ni = (size_t)h->batch * rc->cap * 2 * h->hkv;
     rc->idx = malloc(ni * sizeof(int));
     if (!rc->x || !rc->unc || !rc->idx) return 0;
-    for (size_t k = 0; k < ni; ++k) rc->idx[k] = -1;
+    for (size_t k = 0; k < ni; ++k)
+        rc->idx[k] = -1;
     return 1;
 }
 
@@ -351,7 +355,8 @@ static int model_quant(rec_t *rc, hcache_t *m, int b, int j, int kv, int hd, con
 static double row_absmax(const float *x, int d)
 {
     double a = 0.0;
-    for (int i = 0; i < d; ++i) a = fmax(a, fabs((double)x[i]));
+    for (int i = 0; i < d; ++i)
+        a = fmax(a, fabs((double)x[i]));
     return a;
 }
 
@@ -405,14 +410,16 @@ static void compare_cache(run_t *r, const hcache_t *m, const hcache_t *before, d
     if (bad_rows > 3) run_fail(r, "%ld INT2 rows differ in all", bad_rows);
     if (bad_rows == 0 && memcmp(gi, m->ipool, ib) != 0) {
         size_t k = 0;
-        while (gi[k] == m->ipool[k]) ++k;
+        while (gi[k] == m->ipool[k])
+            ++k;
         int page = (int)(k / m->ipb), owner = -1, pj = -1;
         for (int b = 0; b < m->batch && owner < 0; ++b)
             for (int j = 0; j < m->max_pages; ++j)
                 if (j * m->P < (m->int2_len[b] + m->P - 1) / m->P * m->P && m->pages[b * m->max_pages + j] == page)
                     owner = b, pj = j;
-        run_fail(r, "INT2 pool byte changed outside the rows the op writes: pool page %d (%s%d, page %d of its table) "
-                    "byte %zu: 0x%02x, was 0x%02x",
+        run_fail(r,
+                 "INT2 pool byte changed outside the rows the op writes: pool page %d (%s%d, page %d of its table) "
+                 "byte %zu: 0x%02x, was 0x%02x",
                  page, owner >= 0 ? "seq " : "owned by no sequence: ", owner, pj, k % m->ipb, gi[k], m->ipool[k]);
     }
     /* BF16 tier: live rows hold the model's values; dead ring slots may hold anything */
@@ -421,7 +428,8 @@ static void compare_cache(run_t *r, const hcache_t *m, const hcache_t *before, d
         int t = m->seq_len[b];
         for (int s = 0; s < okv_bf16_tier_slots(m->s0, m->w, m->f); ++s) {
             int live = 0, pos = -1;
-            if (s < m->s0) live = s < t, pos = s;
+            if (s < m->s0)
+                live = s < t, pos = s;
             else {
                 /* the live recent position whose ring slot is s, if any */
                 int first = m->s0 + m->int2_len[b];
@@ -437,7 +445,8 @@ static void compare_cache(run_t *r, const hcache_t *m, const hcache_t *before, d
                             double want = m->bval[e + c], g = okv_bf16_to_f32(gb[e + c]);
                             double tol = (fabs(want) + unc) / 256.0 * 1.001 + unc;
                             if (!(fabs(g - want) <= tol) && bad_b++ == 0)
-                                run_fail(r, "seq %d position %d (BF16 slot %d) %s head %d channel %d: %.9g, expected %.9g",
+                                run_fail(r,
+                                         "seq %d position %d (BF16 slot %d) %s head %d channel %d: %.9g, expected %.9g",
                                          b, pos, s, kv ? "V" : "K", hd, c, g, want);
                         }
                     }
@@ -449,7 +458,8 @@ static void compare_cache(run_t *r, const hcache_t *m, const hcache_t *before, d
     if (bad_b > 1) run_fail(r, "%ld BF16 elements differ", bad_b);
     if (memcmp(gb, m->bpool, bb) != 0) {
         size_t k = 0;
-        while (gb[k] == m->bpool[k]) ++k;
+        while (gb[k] == m->bpool[k])
+            ++k;
         run_fail(r, "BF16 pool page %zu, owned by no sequence, was written (element %zu)", k / (m->bpb / 2),
                  k % (m->bpb / 2));
     }
@@ -482,8 +492,10 @@ static void check_tables(run_t *r, const hcache_t *h, dcache_t *dc, int lengths_
     if (dbuf_get(r, dc->bidx, a, (size_t)bptr[B] * 4) && memcmp(a, bidx, (size_t)bptr[B] * 4))
         run_fail(r, "bf16_indices was modified");
     if (lengths_too) {
-        for (int b = 0; b < B; ++b) iptr[b] = h->seq_len[b], bptr[b] = h->int2_len[b];
-        if (dbuf_get(r, dc->slen, a, (size_t)B * 4) && memcmp(a, iptr, (size_t)B * 4)) run_fail(r, "seq_lens was modified");
+        for (int b = 0; b < B; ++b)
+            iptr[b] = h->seq_len[b], bptr[b] = h->int2_len[b];
+        if (dbuf_get(r, dc->slen, a, (size_t)B * 4) && memcmp(a, iptr, (size_t)B * 4))
+            run_fail(r, "seq_lens was modified");
         if (dbuf_get(r, dc->ilen, a, (size_t)B * 4) && memcmp(a, bptr, (size_t)B * 4))
             run_fail(r, "int2_lens was modified");
     }
@@ -554,10 +566,12 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
         }
     }
     int maxcap = 0, rows_step = 0;
-    for (int b = 0; b < B; ++b) maxcap = cap[b] > maxcap ? cap[b] : maxcap;
+    for (int b = 0; b < B; ++b)
+        maxcap = cap[b] > maxcap ? cap[b] : maxcap;
     for (int s = 0; s < steps; ++s) {
         int n = 0;
-        for (int b = 0; b < B; ++b) n += nb[s * B + b];
+        for (int b = 0; b < B; ++b)
+            n += nb[s * B + b];
         rows_step = n > rows_step ? n : rows_step;
     }
     if (!make_cache(r, &h, &rng, 0, t, i0, cap)) goto done;
@@ -566,7 +580,8 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
         goto done;
     }
     int total_new_int2 = 0;
-    for (int b = 0; b < B; ++b) total_new_int2 += cap[b] - i0[b];
+    for (int b = 0; b < B; ++b)
+        total_new_int2 += cap[b] - i0[b];
     if (!rec_init(&rc, &h, maxcap, total_new_int2 * 2 * hkv)) {
         st = oom(r);
         goto done;
@@ -599,20 +614,23 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
     if (c->err == CONF_ERR_SMALL_BUF) {
         /* a k buffer one element short of the rows of step 0 */
         int n0 = 0;
-        for (int b = 0; b < B; ++b) n0 += nb[b];
+        for (int b = 0; b < B; ++b)
+            n0 += nb[b];
         dk = dbuf_new_short(r, ctx, "k_short", (size_t)n0 * hkv * d * esz(c->in_dtype) - esz(c->in_dtype));
         if (!dk) goto done;
     }
     int model_ovf = 0;
     for (int s = 0; s < steps; ++s) {
         aptr[0] = 0;
-        for (int b = 0; b < B; ++b) aptr[b + 1] = aptr[b] + nb[s * B + b];
+        for (int b = 0; b < B; ++b)
+            aptr[b + 1] = aptr[b] + nb[s * B + b];
         int N = aptr[B];
         for (int kv = 0; kv < 2; ++kv) {
             float *x = raw + (size_t)kv * rcnt;
             conf_actgen_rows(&gen[kv], &rng, N, x);
             if (c->err == CONF_ERR_META_OVF && kv == 0)
-                for (size_t e = 0; e < (size_t)N * hkv * d; ++e) x[e] *= 1e6f;
+                for (size_t e = 0; e < (size_t)N * hkv * d; ++e)
+                    x[e] *= 1e6f;
             conf_store(c->in_dtype, x, kvs[kv], (size_t)N * hkv * d);
             conf_load(c->in_dtype, kvs[kv], x, (size_t)N * hkv * d);
         }
@@ -627,7 +645,8 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
                     for (int hd = 0; hd < hkv; ++hd) {
                         size_t e = hc_bf16_row_index(&m, b, hc_bf16_slot(&m, p), kv, hd);
                         float x[OKV_FMT_MAX_HEAD_DIM];
-                        for (int q = 0; q < d; ++q) x[q] = okv_bf16_to_f32(m.bpool[e + q]);
+                        for (int q = 0; q < d; ++q)
+                            x[q] = okv_bf16_to_f32(m.bpool[e + q]);
                         double u = m.bunc[e / d];
                         double unc = 1e-6 * row_absmax(x, d) + (u > 0 ? u + row_absmax(x, d) / 128.0 : 0.0);
                         if (model_quant(&rc, &m, b, p - m.s0, kv, hd, x, unc) != 1) model_ovf = 1;
@@ -668,13 +687,15 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
         if (!hc_upload_table(r, &m, &dc)) goto done;
         if (c->err == CONF_ERR_BAD_PAGE) {
             int32_t last = 0;
-            for (int b = 0; b <= 0; ++b) last = m.tpages[0] - 1;
+            for (int b = 0; b <= 0; ++b)
+                last = m.tpages[0] - 1;
             if (!bad_page_write(r, &dc, &m, last)) goto done;
         }
-        if (!dbuf_put(r, dk, kvs[0], dk->bytes < (size_t)N * hkv * d * esz(c->in_dtype)
-                                         ? dk->bytes
-                                         : (size_t)N * hkv * d * esz(c->in_dtype)) ||
-            !dbuf_put(r, dv, kvs[1], (size_t)N * hkv * d * esz(c->in_dtype)) || !dbuf_put(r, dap, aptr, (size_t)(B + 1) * 4))
+        if (!dbuf_put(r, dk, kvs[0],
+                      dk->bytes < (size_t)N * hkv * d * esz(c->in_dtype) ? dk->bytes
+                                                                         : (size_t)N * hkv * d * esz(c->in_dtype)) ||
+            !dbuf_put(r, dv, kvs[1], (size_t)N * hkv * d * esz(c->in_dtype)) ||
+            !dbuf_put(r, dap, aptr, (size_t)(B + 1) * 4))
             goto done;
         okv_append_params_t p;
         okv_append_params_init(&p);
@@ -729,7 +750,8 @@ static okv_status_t op_demote(run_t *r, okv_context_t *ctx)
     conf_rng_t rng;
     conf_rng_seed(&rng, c->seed);
     int B = c->batch, d = c->d, hkv = c->hkv;
-    int *t = calloc((size_t)B, sizeof(int)), *i0 = calloc((size_t)B, sizeof(int)), *cap = calloc((size_t)B, sizeof(int));
+    int *t = calloc((size_t)B, sizeof(int)), *i0 = calloc((size_t)B, sizeof(int)),
+        *cap = calloc((size_t)B, sizeof(int));
     hcache_t h, m;
     memset(&h, 0, sizeof h);
     memset(&m, 0, sizeof m);
@@ -763,7 +785,8 @@ static okv_status_t op_demote(run_t *r, okv_context_t *ctx)
                 for (int hd = 0; hd < hkv; ++hd) {
                     size_t e = hc_bf16_row_index(&m, b, hc_bf16_slot(&m, m.s0 + j), kv, hd);
                     float x[OKV_FMT_MAX_HEAD_DIM];
-                    for (int q = 0; q < d; ++q) x[q] = okv_bf16_to_f32(m.bpool[e + q]);
+                    for (int q = 0; q < d; ++q)
+                        x[q] = okv_bf16_to_f32(m.bpool[e + q]);
                     if (model_quant(&rc, &m, b, j, kv, hd, x, 1e-6 * row_absmax(x, d)) != 1) ovf = 1;
                 }
         m.int2_len[b] = cap[b];
@@ -821,7 +844,8 @@ static okv_status_t op_dequantize(run_t *r, okv_context_t *ctx)
     if (!make_cache(r, &h, &rng, 0, t, i0, i0)) goto done;
     /* output rows with gaps between sequences (the gaps must stay poisoned) */
     optr[0] = 0;
-    for (int b = 0; b < B; ++b) optr[b + 1] = optr[b] + t[b] + conf_rng_int(&rng, 3);
+    for (int b = 0; b < B; ++b)
+        optr[b + 1] = optr[b] + t[b] + conf_rng_int(&rng, 3);
     int rows = optr[B] + 1;
     size_t cnt = (size_t)rows * hkv * d, ob = cnt * esz(c->out_dtype);
     got[0] = malloc(ob);
@@ -894,8 +918,8 @@ static okv_status_t op_dequantize(run_t *r, okv_context_t *ctx)
                             }
                             double tol = eps * 1.001 * (fabs(want) + slack) + slack + conf_dtype_tiny(c->out_dtype);
                             if (!(fabs(o[q] - want) <= tol) && bad++ == 0)
-                                run_fail(r, "seq %d position %d (%s) %s head %d channel %d: %.9g, expected %.9g", b, pos,
-                                         int2 ? "INT2" : "BF16", kv ? "V" : "K", hd, q, (double)o[q], want);
+                                run_fail(r, "seq %d position %d (%s) %s head %d channel %d: %.9g, expected %.9g", b,
+                                         pos, int2 ? "INT2" : "BF16", kv ? "V" : "K", hd, q, (double)o[q], want);
                         }
                     }
             }
@@ -959,19 +983,22 @@ static void att_row(const float *q, int d, double sm, const float *const *kr, co
     }
     if (l1max) *l1max = l1;
     double s = 0.0;
-    for (int c = 0; c < d; ++c) o[c] = 0.0;
+    for (int c = 0; c < d; ++c)
+        o[c] = 0.0;
     for (int t = 0; t < n; ++t) {
         double p = exp(logit[t] - mx);
         s += p;
-        for (int c = 0; c < d; ++c) o[c] += p * vr[t][c];
+        for (int c = 0; c < d; ++c)
+            o[c] += p * vr[t][c];
     }
-    for (int c = 0; c < d; ++c) o[c] /= s;
+    for (int c = 0; c < d; ++c)
+        o[c] /= s;
     *lse = mx + log(s);
 }
 
 /* ------------------------------------------------------------------ decode -- */
-static okv_status_t run_decode_once(run_t *r, okv_context_t *ctx, okv_decode_params_t *p, dbuf_t *dout,
-                                    dbuf_t *dlse, int splits)
+static okv_status_t run_decode_once(run_t *r, okv_context_t *ctx, okv_decode_params_t *p, dbuf_t *dout, dbuf_t *dlse,
+                                    int splits)
 {
     if ((dout && !dbuf_poison(r, dout)) || (dlse && !dbuf_poison(r, dlse))) return INTERNAL;
     p->num_splits = splits;
@@ -1067,12 +1094,14 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
     /* float64 recomputation on the K/V the ref backend dequantizes from the same pages */
     if (!ref_dequantize(r, &h, &K, &V, &rs)) goto done;
     int maxt = 0;
-    for (int b = 0; b < B; ++b) maxt = t[b] > maxt ? t[b] : maxt;
+    for (int b = 0; b < B; ++b)
+        maxt = t[b] > maxt ? t[b] : maxt;
     logit = malloc((size_t)(maxt + 1) * sizeof(double));
     ref = calloc(cnt, sizeof(double));
     rlse = calloc((size_t)B * Hq, sizeof(double));
     l1 = calloc((size_t)B * Hq, sizeof(double));
-    const float **kr = malloc((size_t)(maxt + 1) * sizeof(float *)), **vr = malloc((size_t)(maxt + 1) * sizeof(float *));
+    const float **kr = malloc((size_t)(maxt + 1) * sizeof(float *)),
+                **vr = malloc((size_t)(maxt + 1) * sizeof(float *));
     if (!logit || !ref || !rlse || !l1 || !kr || !vr) {
         free(kr);
         free(vr);
@@ -1091,7 +1120,8 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
             double *dst = ref + ((size_t)b * Hq + hq) * d;
             if (t[b] == 0) {
                 /* the contract: an empty sequence yields a zero output and lse = -inf */
-                for (int j = 0; j < d; ++j) dst[j] = 0.0;
+                for (int j = 0; j < d; ++j)
+                    dst[j] = 0.0;
                 rlse[b * Hq + hq] = -INFINITY;
                 continue;
             }
@@ -1101,7 +1131,8 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
                 const float *Rh = R + (size_t)(c->per_head ? hd : 0) * d * d;
                 for (int j = 0; j < d; ++j) {
                     double a = 0.0;
-                    for (int m = 0; m < d; ++m) a += ov[m] * Rh[(size_t)j * d + m];
+                    for (int m = 0; m < d; ++m)
+                        a += ov[m] * Rh[(size_t)j * d + m];
                     dst[j] = a;
                 }
             } else {
@@ -1125,7 +1156,8 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
             double tl = CONF_LSE_ABS * fmax(1.0, fabs(rlse[k])) + 2.0 * CONF_BF16_U * l1[k];
             int ok = isinf(rlse[k]) ? (isinf(lse[k]) && lse[k] < 0) : fabs((double)lse[k] - rlse[k]) <= tl;
             if (!ok) {
-                run_fail(r, "lse[%d][%d] = %.7g, expected %.7g (tol %.3g)", k / Hq, k % Hq, (double)lse[k], rlse[k], tl);
+                run_fail(r, "lse[%d][%d] = %.7g, expected %.7g (tol %.3g)", k / Hq, k % Hq, (double)lse[k], rlse[k],
+                         tl);
                 break;
             }
         }
@@ -1134,7 +1166,9 @@ static okv_status_t op_decode(run_t *r, okv_context_t *ctx)
     for (int k = 1; k < 3 && !r->failed; ++k) {
         okv_status_t s2 = run_decode_once(r, ctx, &p, dout, dlse, split_set[k]);
         if (s2 != OKV_SUCCESS) {
-            CALL_FAILED(s2, split_set[k] == 1 ? "okv_decode_attention (num_splits 1)" : "okv_decode_attention (num_splits alt)", ctx);
+            CALL_FAILED(
+                s2, split_set[k] == 1 ? "okv_decode_attention (num_splits 1)" : "okv_decode_attention (num_splits alt)",
+                ctx);
             break;
         }
         if (!dbuf_get(r, dout, got, cnt * esz(c->out_dtype))) break;
@@ -1202,7 +1236,8 @@ static okv_status_t op_prefill(run_t *r, okv_context_t *ctx)
     seq_states(&tmp, &rng, c->ctx, 0, t, i0);
     if (!make_cache(r, &h, &rng, 0, t, i0, i0)) goto done;
     qptr[0] = 0;
-    for (int b = 0; b < B; ++b) qptr[b + 1] = qptr[b] + (b == 0 ? c->n_new : 1 + conf_rng_int(&rng, c->n_new));
+    for (int b = 0; b < B; ++b)
+        qptr[b + 1] = qptr[b] + (b == 0 ? c->n_new : 1 + conf_rng_int(&rng, c->n_new));
     int N = qptr[B];
     q = gen_rows(&rng, N, Hq, d, 2.0f, c->in_dtype, &qs);
     kn = gen_rows(&rng, N, hkv, d, 8.0f, c->in_dtype, &ks);
@@ -1371,8 +1406,8 @@ conf_verdict_t conf_run_case(conf_session_t *s, const conf_case_t *c, char *msg,
             }
             if (!r->failed) {
                 if (!expected_status(c->err, want))
-                    run_fail(r, "%s returned %s, not a status the contract documents for this error", is_ref ? "ref" : "ref (the oracle)",
-                             okv_status_string(want));
+                    run_fail(r, "%s returned %s, not a status the contract documents for this error",
+                             is_ref ? "ref" : "ref (the oracle)", okv_status_string(want));
                 else if (st != want)
                     run_fail(r, "returned %s, ref returns %s%s%s%s", okv_status_string(st), okv_status_string(want),
                              st != OKV_SUCCESS ? " (" : "", st != OKV_SUCCESS ? okv_context_last_error(s->ctx) : "",

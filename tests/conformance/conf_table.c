@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const conf_op_names[CONF_OP_COUNT] = {"rotate", "append", "demote", "dequantize",
+const char *const conf_op_names[CONF_OP_COUNT] = {"rotate", "append",  "demote", "dequantize",
                                                   "decode", "prefill", "moments"};
-const char *const conf_err_names[CONF_ERR_COUNT] = {"none", "nullbuf", "headdim", "gqa",
-                                                    "smallbuf", "nan", "badpage", "metaovf"};
+const char *const conf_err_names[CONF_ERR_COUNT] = {"none",     "nullbuf", "headdim", "gqa",
+                                                    "smallbuf", "nan",     "badpage", "metaovf"};
 
 const char *conf_dtype_name(okv_dtype_t t)
 {
@@ -91,7 +91,8 @@ static void add(tbuild_t *t, conf_case_t c, int quick)
     c.seed = 0;
     conf_descriptor(&c, desc, sizeof desc);
     uint64_t hsh = 1469598103934665603ull;
-    for (const char *p = desc; *p; ++p) hsh = (hsh ^ (unsigned char)*p) * 1099511628211ull;
+    for (const char *p = desc; *p; ++p)
+        hsh = (hsh ^ (unsigned char)*p) * 1099511628211ull;
     c.seed = hsh % 99991u + 1u;
     for (int k = 0; k < t->n; ++k)
         if (t->v[k].seed == c.seed) c.seed += 99991u; /* a repeated shape gets its own inputs */
@@ -158,10 +159,9 @@ static void build_append(tbuild_t *t)
      * recent filling, exactly at the flush, through several flushes; decode steps and
      * prefill chunks */
     static const int sm[][3] = {/* ctx, n_new, steps */
-                                {0, 1, 1},  {0, 3, 1},   {0, 4, 1},  {0, 5, 1},  {3, 1, 1},  {3, 2, 1},
-                                {4, 1, 1},  {11, 1, 1},  {12, 1, 1}, {14, 1, 1}, {14, 1, 4}, {0, 1, 40},
-                                {0, 15, 1}, {0, 16, 1},  {0, 40, 1}, {13, 7, 3}, {20, 1, 9}, {5, 13, 2},
-                                {0, 2, 17}, {25, 11, 3}};
+                                {0, 1, 1},  {0, 3, 1},  {0, 4, 1},  {0, 5, 1},  {3, 1, 1},  {3, 2, 1},  {4, 1, 1},
+                                {11, 1, 1}, {12, 1, 1}, {14, 1, 1}, {14, 1, 4}, {0, 1, 40}, {0, 15, 1}, {0, 16, 1},
+                                {0, 40, 1}, {13, 7, 3}, {20, 1, 9}, {5, 13, 2}, {0, 2, 17}, {25, 11, 3}};
     for (int i = 0; i < N_OF(sm); ++i) {
         conf_case_t c = base(CONF_OP_APPEND);
         shape(&c, i);
@@ -176,9 +176,8 @@ static void build_append(tbuild_t *t)
     }
     /* default window (64, 256, 8): prompt lengths around S0 + W and S0 + W + F, decode
      * steps crossing a flush, a long prefill chunk */
-    static const int df[][3] = {{0, 300, 1},  {0, 320, 1},  {0, 327, 1}, {0, 328, 1},   {0, 1000, 1},
-                                {327, 1, 1},  {320, 1, 12}, {330, 1, 9}, {1000, 64, 2}, {63, 2, 1},
-                                {4000, 97, 1}, {0, 8192, 1}};
+    static const int df[][3] = {{0, 300, 1},  {0, 320, 1}, {0, 327, 1},   {0, 328, 1}, {0, 1000, 1},  {327, 1, 1},
+                                {320, 1, 12}, {330, 1, 9}, {1000, 64, 2}, {63, 2, 1},  {4000, 97, 1}, {0, 8192, 1}};
     for (int i = 0; i < N_OF(df); ++i) {
         conf_case_t c = base(CONF_OP_APPEND);
         shape(&c, i + 7);
@@ -205,13 +204,25 @@ static void build_append(tbuild_t *t)
 
 static void build_demote(tbuild_t *t)
 {
-    static const int dm[][2] = {/* ctx, n_rows */ {3, 3},   {13, 1},  {14, 3},  {14, 9}, {20, 2}, {20, 50},
-                                {100, 5}, {330, 8}, {327, 8}, {700, 300}, {1, 1}, {37, 4}};
+    static const int dm[][2] = {/* ctx, n_rows */ {3, 3},
+                                {13, 1},
+                                {14, 3},
+                                {14, 9},
+                                {20, 2},
+                                {20, 50},
+                                {100, 5},
+                                {330, 8},
+                                {327, 8},
+                                {700, 300},
+                                {1, 1},
+                                {37, 4}};
     for (int i = 0; i < N_OF(dm); ++i) {
         conf_case_t c = base(CONF_OP_DEMOTE);
         shape(&c, i + 1);
-        if (dm[i][0] < 64) win_small(&c);
-        else if (i % 2) win_medium(&c);
+        if (dm[i][0] < 64)
+            win_small(&c);
+        else if (i % 2)
+            win_medium(&c);
         c.batch = 1 + i % 4;
         c.ctx = dm[i][0], c.n_new = dm[i][1];
         quant_of(&c, i);
@@ -286,8 +297,18 @@ static void build_decode(tbuild_t *t)
 
 static void build_prefill(tbuild_t *t)
 {
-    static const int pf[][2] = {/* history, chunk */ {0, 1},    {0, 7},   {1, 1},   {5, 16},  {64, 3},
-                                {330, 1},  {330, 100}, {1000, 17}, {12, 257}, {0, 64}, {4097, 9}, {200, 33}};
+    static const int pf[][2] = {/* history, chunk */ {0, 1},
+                                {0, 7},
+                                {1, 1},
+                                {5, 16},
+                                {64, 3},
+                                {330, 1},
+                                {330, 100},
+                                {1000, 17},
+                                {12, 257},
+                                {0, 64},
+                                {4097, 9},
+                                {200, 33}};
     for (int i = 0; i < N_OF(pf); ++i) {
         conf_case_t c = base(CONF_OP_PREFILL);
         shape(&c, i + 4);
@@ -311,22 +332,22 @@ static void build_invalid(tbuild_t *t)
         conf_op_t op;
         conf_err_t err;
     } iv[] = {
-        {CONF_OP_ROTATE, CONF_ERR_NULL_BUF},    {CONF_OP_ROTATE, CONF_ERR_HEAD_DIM},
-        {CONF_OP_ROTATE, CONF_ERR_SMALL_BUF},   {CONF_OP_ROTATE, CONF_ERR_GQA},
-        {CONF_OP_APPEND, CONF_ERR_NULL_BUF},    {CONF_OP_APPEND, CONF_ERR_HEAD_DIM},
-        {CONF_OP_APPEND, CONF_ERR_GQA},         {CONF_OP_APPEND, CONF_ERR_NAN},
-        {CONF_OP_APPEND, CONF_ERR_BAD_PAGE},    {CONF_OP_APPEND, CONF_ERR_META_OVF},
-        {CONF_OP_APPEND, CONF_ERR_SMALL_BUF},   {CONF_OP_DEMOTE, CONF_ERR_NULL_BUF},
-        {CONF_OP_DEMOTE, CONF_ERR_BAD_PAGE},    {CONF_OP_DEQUANTIZE, CONF_ERR_NULL_BUF},
+        {CONF_OP_ROTATE, CONF_ERR_NULL_BUF},      {CONF_OP_ROTATE, CONF_ERR_HEAD_DIM},
+        {CONF_OP_ROTATE, CONF_ERR_SMALL_BUF},     {CONF_OP_ROTATE, CONF_ERR_GQA},
+        {CONF_OP_APPEND, CONF_ERR_NULL_BUF},      {CONF_OP_APPEND, CONF_ERR_HEAD_DIM},
+        {CONF_OP_APPEND, CONF_ERR_GQA},           {CONF_OP_APPEND, CONF_ERR_NAN},
+        {CONF_OP_APPEND, CONF_ERR_BAD_PAGE},      {CONF_OP_APPEND, CONF_ERR_META_OVF},
+        {CONF_OP_APPEND, CONF_ERR_SMALL_BUF},     {CONF_OP_DEMOTE, CONF_ERR_NULL_BUF},
+        {CONF_OP_DEMOTE, CONF_ERR_BAD_PAGE},      {CONF_OP_DEQUANTIZE, CONF_ERR_NULL_BUF},
         {CONF_OP_DEQUANTIZE, CONF_ERR_SMALL_BUF}, {CONF_OP_DEQUANTIZE, CONF_ERR_BAD_PAGE},
-        {CONF_OP_DEQUANTIZE, CONF_ERR_HEAD_DIM}, {CONF_OP_DECODE, CONF_ERR_NULL_BUF},
-        {CONF_OP_DECODE, CONF_ERR_HEAD_DIM},    {CONF_OP_DECODE, CONF_ERR_GQA},
-        {CONF_OP_DECODE, CONF_ERR_SMALL_BUF},   {CONF_OP_DECODE, CONF_ERR_NAN},
-        {CONF_OP_DECODE, CONF_ERR_BAD_PAGE},    {CONF_OP_PREFILL, CONF_ERR_NULL_BUF},
-        {CONF_OP_PREFILL, CONF_ERR_GQA},        {CONF_OP_PREFILL, CONF_ERR_NAN},
-        {CONF_OP_PREFILL, CONF_ERR_BAD_PAGE},   {CONF_OP_PREFILL, CONF_ERR_SMALL_BUF},
-        {CONF_OP_MOMENTS, CONF_ERR_NULL_BUF},   {CONF_OP_MOMENTS, CONF_ERR_HEAD_DIM},
-        {CONF_OP_MOMENTS, CONF_ERR_GQA},        {CONF_OP_MOMENTS, CONF_ERR_NAN},
+        {CONF_OP_DEQUANTIZE, CONF_ERR_HEAD_DIM},  {CONF_OP_DECODE, CONF_ERR_NULL_BUF},
+        {CONF_OP_DECODE, CONF_ERR_HEAD_DIM},      {CONF_OP_DECODE, CONF_ERR_GQA},
+        {CONF_OP_DECODE, CONF_ERR_SMALL_BUF},     {CONF_OP_DECODE, CONF_ERR_NAN},
+        {CONF_OP_DECODE, CONF_ERR_BAD_PAGE},      {CONF_OP_PREFILL, CONF_ERR_NULL_BUF},
+        {CONF_OP_PREFILL, CONF_ERR_GQA},          {CONF_OP_PREFILL, CONF_ERR_NAN},
+        {CONF_OP_PREFILL, CONF_ERR_BAD_PAGE},     {CONF_OP_PREFILL, CONF_ERR_SMALL_BUF},
+        {CONF_OP_MOMENTS, CONF_ERR_NULL_BUF},     {CONF_OP_MOMENTS, CONF_ERR_HEAD_DIM},
+        {CONF_OP_MOMENTS, CONF_ERR_GQA},          {CONF_OP_MOMENTS, CONF_ERR_NAN},
         {CONF_OP_MOMENTS, CONF_ERR_SMALL_BUF},
     };
     for (int i = 0; i < N_OF(iv); ++i) {
@@ -372,9 +393,9 @@ static const char *clip_name(const conf_case_t *c)
     return c->clip == OKV_CLIP_BISECT ? "bisect" : "sort";
 }
 
-#define APPENDF(...)                                                                                          \
-    do {                                                                                                      \
-        if (n < cap) n += (size_t)snprintf(buf + n, cap - n, __VA_ARGS__);                                    \
+#define APPENDF(...)                                                                                                   \
+    do {                                                                                                               \
+        if (n < cap) n += (size_t)snprintf(buf + n, cap - n, __VA_ARGS__);                                             \
     } while (0)
 
 void conf_descriptor(const conf_case_t *c, char *buf, size_t cap)
@@ -390,12 +411,12 @@ void conf_descriptor(const conf_case_t *c, char *buf, size_t cap)
                 c->unrotate ? "/transpose" : "");
         break;
     case CONF_OP_MOMENTS:
-        APPENDF("%s/n%d/hq%d/hkv%d/d%d/x=%s/acc=%s%s", op, c->n_new, c->hq, c->hkv, c->d,
-                conf_dtype_name(c->in_dtype), conf_dtype_name(c->out_dtype), c->with_aux ? "/weights" : "");
+        APPENDF("%s/n%d/hq%d/hkv%d/d%d/x=%s/acc=%s%s", op, c->n_new, c->hq, c->hkv, c->d, conf_dtype_name(c->in_dtype),
+                conf_dtype_name(c->out_dtype), c->with_aux ? "/weights" : "");
         break;
     default:
-        APPENDF("%s/b%d/hq%d/hkv%d/d%d/g%d/p%d/win=%d,%d,%d/ctx%d", op, c->batch, c->hq, c->hkv, c->d, c->g,
-                c->page, c->s0, c->w, c->f, c->ctx);
+        APPENDF("%s/b%d/hq%d/hkv%d/d%d/g%d/p%d/win=%d,%d,%d/ctx%d", op, c->batch, c->hq, c->hkv, c->d, c->g, c->page,
+                c->s0, c->w, c->f, c->ctx);
         if (c->op == CONF_OP_APPEND) APPENDF("/new%dx%d/kv=%s", c->n_new, c->steps, conf_dtype_name(c->in_dtype));
         if (c->op == CONF_OP_DEMOTE) APPENDF("/rows%d", c->n_new);
         if (c->op == CONF_OP_PREFILL) APPENDF("/new%d", c->n_new);

@@ -33,8 +33,8 @@ START_TEST(test_op_backend)
     ck_assert_msg(rc == 0, "backend %s: %s", g_backend, reason);
     fprintf(g_totals, "%d %d %d\n", t.passed, t.failed, t.unsupported);
     fflush(g_totals);
-    printf("%s on %s: %d passed, %d failed, %d unsupported (INT2 codes compared %lld, ties %lld)\n", g_op,
-           g_backend, t.passed, t.failed, t.unsupported, t.codes_compared, t.code_ties);
+    printf("%s on %s: %d passed, %d failed, %d unsupported (INT2 codes compared %lld, ties %lld)\n", g_op, g_backend,
+           t.passed, t.failed, t.unsupported, t.codes_compared, t.code_ties);
     fflush(stdout);
     ck_assert_msg(t.failed == 0, "%s on %s: %d of %d cases failed (lines starting FAIL above)", g_op, g_backend,
                   t.failed, t.passed + t.failed + t.unsupported);
@@ -69,7 +69,8 @@ static int probe_in_child(const char *backend, char *reason, size_t cap)
     char buf[600];
     size_t got = 0;
     ssize_t k;
-    while (got < sizeof buf - 1 && (k = read(fd[0], buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)k;
+    while (got < sizeof buf - 1 && (k = read(fd[0], buf + got, sizeof buf - 1 - got)) > 0)
+        got += (size_t)k;
     buf[got] = '\0';
     close(fd[0]);
     int status = 0;
@@ -85,9 +86,12 @@ static int probe_in_child(const char *backend, char *reason, size_t cap)
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; ++i) {
-        if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) g_backend = argv[++i];
-        else if (strcmp(argv[i], "--op") == 0 && i + 1 < argc) g_op = argv[++i];
-        else if (strcmp(argv[i], "--full") == 0) g_quick = 0;
+        if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
+            g_backend = argv[++i];
+        else if (strcmp(argv[i], "--op") == 0 && i + 1 < argc)
+            g_op = argv[++i];
+        else if (strcmp(argv[i], "--full") == 0)
+            g_quick = 0;
         else {
             fprintf(stderr, "usage: %s --backend NAME --op OP [--full]\n", argv[0]);
             return 2;

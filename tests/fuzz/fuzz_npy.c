@@ -21,7 +21,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t esz = info.dtype == OKV_DTYPE_F16 ? 2 : 4;
     if (info.data_offset > size || info.count * esz != size - info.data_offset) __builtin_trap();
     volatile unsigned char sink = 0;
-    for (size_t i = info.data_offset; i < size; ++i) sink ^= data[i]; /* ASan: stays in bounds */
+    for (size_t i = info.data_offset; i < size; ++i)
+        sink ^= data[i]; /* ASan: stays in bounds */
     (void)sink;
     return 0;
 }

@@ -68,19 +68,30 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; ++i) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
-            fprintf(stderr, "usage: %s [--backend B] [--batch N] [--ctx L] [--hq H] [--hkv H] [--d D] [--splits S] "
-                            "[--reps R] [--meta f16|bf16|f32]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--backend B] [--batch N] [--ctx L] [--hq H] [--hkv H] [--d D] [--splits S] "
+                    "[--reps R] [--meta f16|bf16|f32]\n",
+                    argv[0]);
             return 2;
         }
-        if (!strcmp(a, "--backend")) backend = v;
-        else if (!strcmp(a, "--batch")) batch = atoi(v);
-        else if (!strcmp(a, "--ctx")) ctxlen = atoi(v);
-        else if (!strcmp(a, "--hq")) hq = atoi(v);
-        else if (!strcmp(a, "--hkv")) hkv = atoi(v);
-        else if (!strcmp(a, "--d")) d = atoi(v);
-        else if (!strcmp(a, "--splits")) splits = atoi(v);
-        else if (!strcmp(a, "--reps")) reps = atoi(v);
-        else if (!strcmp(a, "--meta")) meta = v;
+        if (!strcmp(a, "--backend"))
+            backend = v;
+        else if (!strcmp(a, "--batch"))
+            batch = atoi(v);
+        else if (!strcmp(a, "--ctx"))
+            ctxlen = atoi(v);
+        else if (!strcmp(a, "--hq"))
+            hq = atoi(v);
+        else if (!strcmp(a, "--hkv"))
+            hkv = atoi(v);
+        else if (!strcmp(a, "--d"))
+            d = atoi(v);
+        else if (!strcmp(a, "--splits"))
+            splits = atoi(v);
+        else if (!strcmp(a, "--reps"))
+            reps = atoi(v);
+        else if (!strcmp(a, "--meta"))
+            meta = v;
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -122,8 +133,10 @@ int main(int argc, char **argv)
         i2ptr[b] = b * i2pages;
         bfptr[b] = b * bfp;
     }
-    for (int i = 0; i < batch * i2pages; ++i) i2idx[i] = i;
-    for (int i = 0; i < batch * bfp; ++i) bfidx[i] = i;
+    for (int i = 0; i < batch * i2pages; ++i)
+        i2idx[i] = i;
+    for (int i = 0; i < batch * bfp; ++i)
+        bfidx[i] = i;
     okv_buffer_t *pool2 = upload(ctx, NULL, sz.int2_page_bytes * (size_t)batch * i2pages);
     okv_buffer_t *poolb = upload(ctx, NULL, sz.bf16_page_bytes * (size_t)batch * bfp);
     okv_buffer_t *b_i2ptr = upload(ctx, i2ptr, sizeof(int32_t) * (batch + 1));
@@ -155,7 +168,8 @@ int main(int argc, char **argv)
     float *R = malloc(sizeof(float) * d * d);
     if (!R) return 1;
     for (int i = 0; i < d; ++i)
-        for (int j = 0; j < d; ++j) R[i * d + j] = (__builtin_popcount((unsigned)(i & j)) & 1 ? -1.f : 1.f) / sqrtf(d);
+        for (int j = 0; j < d; ++j)
+            R[i * d + j] = (__builtin_popcount((unsigned)(i & j)) & 1 ? -1.f : 1.f) / sqrtf(d);
     okv_buffer_t *b_R = upload(ctx, R, sizeof(float) * d * d);
 
     /* fill: chunks of up to 4096 rows per sequence */
@@ -174,7 +188,8 @@ int main(int argc, char **argv)
     double t_fill = now_s();
     for (int done = 0; done < ctxlen; done += chunk) {
         const int n = ctxlen - done < chunk ? ctxlen - done : chunk;
-        for (int b = 0; b <= batch; ++b) aptr[b] = b * n;
+        for (int b = 0; b <= batch; ++b)
+            aptr[b] = b * n;
         CK(okv_buffer_write(ctx, b_aptr, 0, aptr, sizeof(int32_t) * (batch + 1)));
         okv_append_params_t ap;
         okv_append_params_init(&ap);
@@ -213,19 +228,22 @@ int main(int argc, char **argv)
     okv_buffer_t *b_ws = wsb ? upload(ctx, NULL, wsb) : NULL;
     dp.workspace = (okv_ref_t){b_ws, 0};
     dp.workspace_bytes = wsb;
-    for (int i = 0; i < 3; ++i) CK(okv_decode_attention(ctx, &dp));
+    for (int i = 0; i < 3; ++i)
+        CK(okv_decode_attention(ctx, &dp));
     CK(okv_context_synchronize(ctx));
     double t[5];
     for (int k = 0; k < 5; ++k) {
         double t0 = now_s();
-        for (int i = 0; i < reps; ++i) CK(okv_decode_attention(ctx, &dp));
+        for (int i = 0; i < reps; ++i)
+            CK(okv_decode_attention(ctx, &dp));
         CK(okv_context_synchronize(ctx));
         t[k] = (now_s() - t0) / reps;
     }
     qsort(t, 5, sizeof t[0], cmp_d);
     const double med = t[2];
     const int64_t i2len = i2, bflen = ctxlen - i2;
-    const double bytes = (double)batch * ((double)i2len * sz.int2_bytes_per_token + (double)bflen * sz.bf16_bytes_per_token);
+    const double bytes =
+        (double)batch * ((double)i2len * sz.int2_bytes_per_token + (double)bflen * sz.bf16_bytes_per_token);
     const double bf16_bytes = (double)batch * (double)ctxlen * 2.0 * hkv * d * 2.0;
     printf("backend %s | device %s | warp %d\n", okv_context_backend_name(ctx), di.name, di.warp_size);
     printf("batch %d ctx %d (int2 %d, bf16 %d) Hq %d Hkv %d d %d meta %s splits %d | fill %.2f s\n", batch, ctxlen,

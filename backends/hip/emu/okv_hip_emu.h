@@ -8,12 +8,11 @@
  * a wave width of 32 or 64 (OKV_EMU_WAVE). It is never part of a product build.
  *
  * Model: the blocks of a launch run one after another; the threads of a block are
- * fibers (a 7-instruction x86-64 stack switch: x86-64 Linux only). __syncthreads() waits for every live thread of the block; a wave
- * collective (shuffle, ballot count, any) waits for the lanes of the wave and aborts
- * with a message if some lanes of that wave have exited (divergent collective: on
- * hardware its result would be undefined). __shared__ becomes a static local (one
- * copy per kernel, shared by the block that runs). Device memory is host memory
- * filled with a 0xA5 pattern on allocation. No MFMA (OKV_HAVE_MFMA = 0).
+ * fibers (a 7-instruction x86-64 stack switch: x86-64 Linux only). __syncthreads() waits for every live thread of the
+ * block; a wave collective (shuffle, ballot count, any) waits for the lanes of the wave and aborts with a message if
+ * some lanes of that wave have exited (divergent collective: on hardware its result would be undefined). __shared__
+ * becomes a static local (one copy per kernel, shared by the block that runs). Device memory is host memory filled with
+ * a 0xA5 pattern on allocation. No MFMA (OKV_HAVE_MFMA = 0).
  */
 #ifndef OKV_HIP_EMU_H
 #define OKV_HIP_EMU_H
@@ -44,7 +43,8 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 
-namespace okv_emu {
+namespace okv_emu
+{
 enum { RUN = 0, BLOCK_BAR = 1, WAVE_BAR = 2, DONE = 3 };
 constexpr size_t STACK = 256 * 1024;
 constexpr int MAX_THREADS = 1024;
@@ -91,7 +91,8 @@ __asm__(".text\n"
         "  ret\n"
         ".size okv_emu_switch, .-okv_emu_switch\n");
 
-namespace okv_emu {
+namespace okv_emu
+{
 inline dim3 tidx()
 {
     const Ctx &g = G();
@@ -119,7 +120,8 @@ inline void run_block()
         /* top 16-aligned; after the 6 pops and the ret into entry(), rsp = top - 8 (ABI) */
         char *top = g.stacks + (size_t)(t + 1) * STACK;
         void **sp = (void **)(top - 64);
-        for (int i = 0; i < 6; ++i) sp[i] = nullptr;
+        for (int i = 0; i < 6; ++i)
+            sp[i] = nullptr;
         sp[6] = (void *)&entry;
         sp[7] = nullptr;
         g.f[t].sp = sp;
@@ -148,12 +150,14 @@ inline void run_block()
             }
             if (waiting && waiting + done == lanes) {
                 if (done) {
-                    fprintf(stderr, "okv_hip_emu: divergent wave collective (block %u,%u,%u, wave at thread %d: %d "
-                                    "lanes exited)\n",
+                    fprintf(stderr,
+                            "okv_hip_emu: divergent wave collective (block %u,%u,%u, wave at thread %d: %d "
+                            "lanes exited)\n",
                             g.bidx.x, g.bidx.y, g.bidx.z, w0, done);
                     abort();
                 }
-                for (int t = w0; t < w0 + W && t < g.n; ++t) g.f[t].state = RUN;
+                for (int t = w0; t < w0 + W && t < g.n; ++t)
+                    g.f[t].state = RUN;
                 released = 1;
             }
         }
@@ -164,7 +168,8 @@ inline void run_block()
         }
         if (!released) {
             int running = 0;
-            for (int t = 0; t < g.n; ++t) running += g.f[t].state == RUN;
+            for (int t = 0; t < g.n; ++t)
+                running += g.f[t].state == RUN;
             if (!running) {
                 fprintf(stderr, "okv_hip_emu: deadlock in block %u,%u,%u\n", g.bidx.x, g.bidx.y, g.bidx.z);
                 abort();
@@ -208,7 +213,8 @@ inline int wave_count(bool p)
     g.ix[t] = p ? 1 : 0;
     yield_as(WAVE_BAR);
     int c = 0;
-    for (int i = w0; i < w0 + OKV_EMU_WAVE; ++i) c += g.ix[i];
+    for (int i = w0; i < w0 + OKV_EMU_WAVE; ++i)
+        c += g.ix[i];
     yield_as(WAVE_BAR);
     return c;
 }

@@ -107,12 +107,16 @@ OKV_FN float okv_ld(__global const uchar *p, ulong i, int dt)
 
 OKV_FN void okv_st(__global uchar *p, ulong i, int dt, float v)
 {
-    if (dt == 0) ((__global float *)p)[i] = v;
-    else if (dt == 1) ((__global ushort *)p)[i] = okv_f32_to_f16(v);
+    if (dt == 0)
+        ((__global float *)p)[i] = v;
+    else if (dt == 1)
+        ((__global ushort *)p)[i] = okv_f32_to_f16(v);
 #if OKV_HAS_FP64
-    else if (dt == 3) ((__global double *)p)[i] = (double)v;
+    else if (dt == 3)
+        ((__global double *)p)[i] = (double)v;
 #endif
-    else ((__global ushort *)p)[i] = okv_f32_to_bf16(v);
+    else
+        ((__global ushort *)p)[i] = okv_f32_to_bf16(v);
 }
 
 OKV_FN float okv_ld_meta(__global const uchar *p, int i)
@@ -143,32 +147,34 @@ OKV_FN int okv_find_seq(__global const int *indptr, int batch, int r)
     int lo = 0, hi = batch;
     while (hi - lo > 1) {
         int mid = (lo + hi) >> 1;
-        if (indptr[mid] <= r) lo = mid;
-        else hi = mid;
+        if (indptr[mid] <= r)
+            lo = mid;
+        else
+            hi = mid;
     }
     return lo;
 }
 
 /* ----------------------------------------------------------- cache access -- */
 /* The cache view: 8 (buffer, offset) pairs, in this order everywhere. */
-#define OKV_CACHE_ARGS                                                                                     \
-    __global const uchar *seql_b, ulong seql_o, __global const uchar *i2l_b, ulong i2l_o,                  \
-        __global const uchar *i2p_b, ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o,                \
-        __global const uchar *bfp_b, ulong bfp_o, __global const uchar *bfx_b, ulong bfx_o,                \
-        __global uchar *i2pool_b, ulong i2pool_o, __global uchar *bfpool_b, ulong bfpool_o
+#define OKV_CACHE_ARGS                                                                                                 \
+    __global const uchar *seql_b, ulong seql_o, __global const uchar *i2l_b, ulong i2l_o, __global const uchar *i2p_b, \
+        ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o, __global const uchar *bfp_b, ulong bfp_o,               \
+        __global const uchar *bfx_b, ulong bfx_o, __global uchar *i2pool_b, ulong i2pool_o, __global uchar *bfpool_b,  \
+        ulong bfpool_o
 /* Same, with writable lengths (append, demote). */
-#define OKV_CACHE_ARGS_RW                                                                                  \
-    __global uchar *seql_b, ulong seql_o, __global uchar *i2l_b, ulong i2l_o, __global const uchar *i2p_b, \
-        ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o, __global const uchar *bfp_b, ulong bfp_o,   \
-        __global const uchar *bfx_b, ulong bfx_o, __global uchar *i2pool_b, ulong i2pool_o,                \
-        __global uchar *bfpool_b, ulong bfpool_o
+#define OKV_CACHE_ARGS_RW                                                                                              \
+    __global uchar *seql_b, ulong seql_o, __global uchar *i2l_b, ulong i2l_o, __global const uchar *i2p_b,             \
+        ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o, __global const uchar *bfp_b, ulong bfp_o,               \
+        __global const uchar *bfx_b, ulong bfx_o, __global uchar *i2pool_b, ulong i2pool_o, __global uchar *bfpool_b,  \
+        ulong bfpool_o
 
 #define OKV_SEQ_LEN(b) (((__global const int *)(seql_b + seql_o))[b])
 #define OKV_INT2_LEN(b) (((__global const int *)(i2l_b + i2l_o))[b])
 
 /* Byte offset (inside the INT2 pool) of the page holding INT2 index i of sequence b. */
-OKV_FN ulong okv_i2_page(__global const uchar *i2p_b, ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o,
-                         int b, int i)
+OKV_FN ulong okv_i2_page(__global const uchar *i2p_b, ulong i2p_o, __global const uchar *i2x_b, ulong i2x_o, int b,
+                         int i)
 {
     int first = OKV_I32(i2p_b, i2p_o)[b];
     int pg = OKV_I32(i2x_b, i2x_o)[first + i / OKV_P];
@@ -198,7 +204,8 @@ OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong pa
         if (!okv_group_meta(x + g * OKV_GS, OKV_GS, OKV_QUANT, OKV_META, &sc[g], &lo[g])) return OKV_FLAG_META_OVERFLOW;
     if (!commit) return 0;
     __global uchar *codes = pool + page_base + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, kv, head, slot);
-    __global uchar *meta = pool + page_base + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, kv, head, slot);
+    __global uchar *meta =
+        pool + page_base + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, kv, head, slot);
     for (int g = 0; g < OKV_NG; ++g) {
         okv_st_meta(meta, 2 * g, sc[g]);
         okv_st_meta(meta, 2 * g + 1, lo[g]);
@@ -206,10 +213,10 @@ OKV_FN int okv_quant_store(float *x, float ratio, __global uchar *pool, ulong pa
     for (int i = 0; i < OKV_Q4; ++i) {
         int c0 = okv_group_code(x[i], sc[i / OKV_GS], lo[i / OKV_GS], OKV_QUANT);
         int c1 = okv_group_code(x[i + OKV_Q4], sc[(i + OKV_Q4) / OKV_GS], lo[(i + OKV_Q4) / OKV_GS], OKV_QUANT);
-        int c2 = okv_group_code(x[i + 2 * OKV_Q4], sc[(i + 2 * OKV_Q4) / OKV_GS], lo[(i + 2 * OKV_Q4) / OKV_GS],
-                                OKV_QUANT);
-        int c3 = okv_group_code(x[i + 3 * OKV_Q4], sc[(i + 3 * OKV_Q4) / OKV_GS], lo[(i + 3 * OKV_Q4) / OKV_GS],
-                                OKV_QUANT);
+        int c2 =
+            okv_group_code(x[i + 2 * OKV_Q4], sc[(i + 2 * OKV_Q4) / OKV_GS], lo[(i + 2 * OKV_Q4) / OKV_GS], OKV_QUANT);
+        int c3 =
+            okv_group_code(x[i + 3 * OKV_Q4], sc[(i + 3 * OKV_Q4) / OKV_GS], lo[(i + 3 * OKV_Q4) / OKV_GS], OKV_QUANT);
         codes[i] = okv_pack4(c0, c1, c2, c3);
     }
     return 0;
@@ -258,7 +265,8 @@ __kernel void okv_demote(OKV_CACHE_ARGS_RW, int batch, int mode, int n, __global
     __global const ushort *bf = (__global const ushort *)(bfpool_b + bfpool_o);
     ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
     float x[OKV_D];
-    for (int c = 0; c < OKV_D; ++c) x[c] = okv_bf16_to_f32(bf[row + c]);
+    for (int c = 0; c < OKV_D; ++c)
+        x[c] = okv_bf16_to_f32(bf[row + c]);
     int i = pos - OKV_S0;
     ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
     int f = okv_quant_store(x, kv ? v_ratio : k_ratio, i2pool_b + i2pool_o, pb, kv, head, i % OKV_P, commit);
@@ -308,33 +316,39 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
     float x[OKV_D];
     if (prerot) {
         __global const float *src = (__global const float *)(kv ? v_b + v_o : k_b + k_o);
-        for (int c = 0; c < OKV_D; ++c) x[c] = src[rowe + c];
+        for (int c = 0; c < OKV_D; ++c)
+            x[c] = src[rowe + c];
     } else {
         __global const uchar *src = kv ? v_b + v_o : k_b + k_o;
         __global const float *R = (__global const float *)(kv ? rv_b + rv_o : rk_b + rk_o);
         if (per_head) R += (ulong)head * OKV_D * OKV_D;
         float in[OKV_D];
-        for (int c = 0; c < OKV_D; ++c) in[c] = okv_ld(src, rowe + c, kv_dt);
+        for (int c = 0; c < OKV_D; ++c)
+            in[c] = okv_ld(src, rowe + c, kv_dt);
         if (kv == 0 && has_kb) { /* key centering: (k - bias) R */
             __global const float *mu = (__global const float *)(kb_b + kb_o) + (per_head ? (ulong)head * OKV_D : 0ul);
-            for (int c = 0; c < OKV_D; ++c) in[c] -= mu[c];
+            for (int c = 0; c < OKV_D; ++c)
+                in[c] -= mu[c];
         }
         for (int c = 0; c < OKV_D; ++c) {
 #if OKV_HAS_FP64
             /* double accumulation in the reference's order: the same rounded row */
             double acc = 0.0;
-            for (int jj = 0; jj < OKV_D; ++jj) acc += (double)in[jj] * (double)R[jj * OKV_D + c];
+            for (int jj = 0; jj < OKV_D; ++jj)
+                acc += (double)in[jj] * (double)R[jj * OKV_D + c];
             x[c] = (float)acc;
 #else
             float acc = 0.0f;
-            for (int jj = 0; jj < OKV_D; ++jj) acc = fma(in[jj], R[jj * OKV_D + c], acc);
+            for (int jj = 0; jj < OKV_D; ++jj)
+                acc = fma(in[jj], R[jj * OKV_D + c], acc);
             x[c] = acc;
 #endif
         }
     }
     if (keep) { /* dry run: keep the rotated row for the commit pass */
         __global float *kp = kv ? keep_v : keep_k;
-        for (int c = 0; c < OKV_D; ++c) kp[rowe + c] = x[c];
+        for (int c = 0; c < OKV_D; ++c)
+            kp[rowe + c] = x[c];
     }
     if (pos >= OKV_S0 && pos < OKV_S0 + n2new) {
         int i = pos - OKV_S0;
@@ -352,7 +366,8 @@ __kernel void okv_append_rows(OKV_CACHE_ARGS_RW, int batch, __global const uchar
         if (!commit) return;
         __global ushort *bf = (__global ushort *)(bfpool_b + bfpool_o);
         ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
-        for (int c = 0; c < OKV_D; ++c) bf[row + c] = okv_f32_to_bf16(x[c]);
+        for (int c = 0; c < OKV_D; ++c)
+            bf[row + c] = okv_f32_to_bf16(x[c]);
     }
 }
 #endif
@@ -379,11 +394,13 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
         int i = pos - OKV_S0;
         ulong pb = okv_i2_page(i2p_b, i2p_o, i2x_b, i2x_o, b, i);
         __global const uchar *pool = i2pool_b + i2pool_o;
-        for (int c = 0; c < OKV_D; ++c) okv_st(dst, oe + c, out_dt, okv_i2_value(pool, pb, kv, head, i % OKV_P, c));
+        for (int c = 0; c < OKV_D; ++c)
+            okv_st(dst, oe + c, out_dt, okv_i2_value(pool, pb, kv, head, i % OKV_P, c));
     } else {
         __global const ushort *bf = (__global const ushort *)(bfpool_b + bfpool_o);
         ulong row = okv_bf_row(bfp_b, bfp_o, bfx_b, bfx_o, b, pos, head) + (kv ? OKV_BF_VROW : 0ul);
-        for (int c = 0; c < OKV_D; ++c) okv_st(dst, oe + c, out_dt, okv_bf16_to_f32(bf[row + c]));
+        for (int c = 0; c < OKV_D; ++c)
+            okv_st(dst, oe + c, out_dt, okv_bf16_to_f32(bf[row + c]));
     }
 }
 #endif
@@ -430,8 +447,8 @@ OKV_FN float4 okv_bf16x4(uint2 w)
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, int q_dt, int row_mode,
                __global const uchar *qip_b, ulong qip_o, __global const uchar *kn_b, ulong kn_o,
-               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier, int chunk,
-               int split_base, int ns_total, __global uchar *ws_b, ulong ws_o)
+               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier, int chunk, int split_base,
+               int ns_total, __global uchar *ws_b, ulong ws_o)
 {
     __local float lm[OKV_LM_SIZE];
     __local ulong toff[OKV_CH];
@@ -451,9 +468,12 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
     const int t = OKV_SEQ_LEN(b), n2 = OKV_INT2_LEN(b);
     const int nsink = t < OKV_S0 ? t : OKV_S0;
     int count;
-    if (tier == 0) count = t - n2;
-    else if (tier == 1) count = n2;
-    else count = jrow + 1;
+    if (tier == 0)
+        count = t - n2;
+    else if (tier == 1)
+        count = n2;
+    else
+        count = jrow + 1;
     if (count < 0) count = 0;
     const int start = split * chunk;
     int end = start + chunk;
@@ -471,7 +491,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
 #if OKV_NG == 1
     if (tier == 1 && lid < OKV_GQA) {
         float qs = 0.0f;
-        for (int c = 0; c < OKV_D; ++c) qs += lm[OKV_LM_Q + lid * OKV_D + c];
+        for (int c = 0; c < OKV_D; ++c)
+            qs += lm[OKV_LM_Q + lid * OKV_D + c];
         lm[OKV_LM_QS + lid] = qs;
     }
 #endif
@@ -480,7 +501,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
         m[i] = -INFINITY;
         l[i] = 0.0f;
         bl[i] = 0.0f;
-        for (int k = 0; k < 4; ++k) acc[i][k] = 0.0f;
+        for (int k = 0; k < 4; ++k)
+            acc[i][k] = 0.0f;
     }
     __global const uchar *i2pool = i2pool_b + i2pool_o;
     __global const ushort *bfpool = (__global const ushort *)(bfpool_b + bfpool_o);
@@ -492,7 +514,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
         /* ---- (1) scores: work item lid -> token c0 + lid ---- */
         if (lid < OKV_CH) {
             float s[OKV_GQA];
-            for (int i = 0; i < OKV_GQA; ++i) s[i] = 0.0f;
+            for (int i = 0; i < OKV_GQA; ++i)
+                s[i] = 0.0f;
             if (lid < n_in) {
                 const int idx = c0 + lid;
                 if (tier == 1) {
@@ -527,13 +550,14 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                                 float4 cv = (float4)((float)(byte & 3u), (float)((byte >> 2) & 3u),
                                                      (float)((byte >> 4) & 3u), (float)(byte >> 6));
 #else
-                                float4 cv = (float4)(
-                                    okv_dequant((int)(byte & 3u), msc[j / OKV_GS], mlo[j / OKV_GS]),
-                                    okv_dequant((int)((byte >> 2) & 3u), msc[(j + OKV_Q4) / OKV_GS], mlo[(j + OKV_Q4) / OKV_GS]),
-                                    okv_dequant((int)((byte >> 4) & 3u), msc[(j + 2 * OKV_Q4) / OKV_GS],
-                                                mlo[(j + 2 * OKV_Q4) / OKV_GS]),
-                                    okv_dequant((int)(byte >> 6), msc[(j + 3 * OKV_Q4) / OKV_GS],
-                                                mlo[(j + 3 * OKV_Q4) / OKV_GS]));
+                                float4 cv =
+                                    (float4)(okv_dequant((int)(byte & 3u), msc[j / OKV_GS], mlo[j / OKV_GS]),
+                                             okv_dequant((int)((byte >> 2) & 3u), msc[(j + OKV_Q4) / OKV_GS],
+                                                         mlo[(j + OKV_Q4) / OKV_GS]),
+                                             okv_dequant((int)((byte >> 4) & 3u), msc[(j + 2 * OKV_Q4) / OKV_GS],
+                                                         mlo[(j + 2 * OKV_Q4) / OKV_GS]),
+                                             okv_dequant((int)(byte >> 6), msc[(j + 3 * OKV_Q4) / OKV_GS],
+                                                         mlo[(j + 3 * OKV_Q4) / OKV_GS]));
 #endif
                                 for (int i = 0; i < OKV_GQA; ++i) {
                                     float4 qv = vload4(j, qloc + i * OKV_D);
@@ -546,7 +570,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                         }
                     }
 #if OKV_NG == 1
-                    for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(mlo[0], lm[OKV_LM_QS + i], msc[0] * s[i]);
+                    for (int i = 0; i < OKV_GQA; ++i)
+                        s[i] = fma(mlo[0], lm[OKV_LM_QS + i], msc[0] * s[i]);
 #endif
                 } else if (tier == 0) {
                     int pos = idx < nsink ? idx : OKV_S0 + n2 + (idx - nsink);
@@ -578,7 +603,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                     toff[lid] = re;
                     for (int c = 0; c < OKV_D; ++c) {
                         float kval = okv_ld(kn_b + kn_o, re + (ulong)c, new_dt);
-                        for (int i = 0; i < OKV_GQA; ++i) s[i] = fma(qloc[i * OKV_D + c], kval, s[i]);
+                        for (int i = 0; i < OKV_GQA; ++i)
+                            s[i] = fma(qloc[i * OKV_D + c], kval, s[i]);
                     }
                 }
                 for (int i = 0; i < OKV_GQA; ++i) {
@@ -606,7 +632,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             barrier(CLK_LOCAL_MEM_FENCE);
             for (int i = 0; i < OKV_GQA; ++i) {
                 float r = -INFINITY;
-                for (int k = 0; k < nsg; ++k) r = fmax(r, lm[OKV_LM_RED + i * OKV_CH + k]);
+                for (int k = 0; k < nsg; ++k)
+                    r = fmax(r, lm[OKV_LM_RED + i * OKV_CH + k]);
                 /* slot 0 of the row holds the chunk max, read below like the tree result */
                 if (lid == 0) lm[OKV_LM_RED + i * OKV_CH] = r;
             }
@@ -637,7 +664,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
         for (int i = 0; i < OKV_GQA; ++i) {
             l[i] *= alpha[i];
             bl[i] *= alpha[i];
-            for (int k = 0; k < 4; ++k) acc[i][k] *= alpha[i];
+            for (int k = 0; k < 4; ++k)
+                acc[i][k] *= alpha[i];
         }
         for (int tt = tg; tt < n_in; tt += OKV_NTG) {
             float p[OKV_GQA];
@@ -707,8 +735,9 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             lt += lm[OKV_LM_FIN_L + g];
             bt += lm[OKV_LM_FIN_B + g];
         }
-        ulong base = (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
-                     (ulong)(OKV_D + 2);
+        ulong base =
+            (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
+            (ulong)(OKV_D + 2);
         ws[base + lid] = a + bt;
         if (lid == 0) {
             ws[base + OKV_D] = m[i];
@@ -734,7 +763,8 @@ okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uc
     __global const float *ws = (__global const float *)(ws_b + ws_o);
     ulong base = ((ulong)row * OKV_HQ + (ulong)hq) * (ulong)ns_total * (ulong)(OKV_D + 2);
     float M = -INFINITY;
-    for (int s = 0; s < ns_total; ++s) M = fmax(M, ws[base + (ulong)s * (OKV_D + 2) + OKV_D]);
+    for (int s = 0; s < ns_total; ++s)
+        M = fmax(M, ws[base + (ulong)s * (OKV_D + 2) + OKV_D]);
     float L = 0.0f, o = 0.0f;
     if (M != -INFINITY) {
         for (int s = 0; s < ns_total; ++s) {
@@ -754,7 +784,8 @@ okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uc
         __global const float *R = (__global const float *)(rv_b + rv_o);
         if (per_head) R += (ulong)(hq / OKV_GQA) * OKV_D * OKV_D;
         float u = 0.0f;
-        for (int j = 0; j < OKV_D; ++j) u = fma(ol[j], R[(ulong)lid * OKV_D + j], u);
+        for (int j = 0; j < OKV_D; ++j)
+            u = fma(ol[j], R[(ulong)lid * OKV_D + j], u);
         o = u;
     }
     okv_st(o_b + o_o, oe, o_dt, o);
@@ -780,7 +811,8 @@ okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, 
     const int h = (int)(rh % (ulong)n_heads);
     float xv = okv_ld(x_b + x_o, rh * OKV_D + (ulong)c, x_dt);
     if (has_bias) /* out = (x - bias) R */
-        xv -= ((__global const float *)(bias_b + bias_o))[(per_head ? (ulong)(h / head_group) * OKV_D : 0ul) + (ulong)c];
+        xv -=
+            ((__global const float *)(bias_b + bias_o))[(per_head ? (ulong)(h / head_group) * OKV_D : 0ul) + (ulong)c];
     xl[c] = xv;
     barrier(CLK_LOCAL_MEM_FENCE);
     __global const float *R = (__global const float *)(r_b + r_o);
@@ -788,15 +820,19 @@ okv_rotate(__global const uchar *x_b, ulong x_o, int x_dt, __global uchar *o_b, 
 #if OKV_HAS_FP64
     double s = 0.0;
     if (transpose)
-        for (int j = 0; j < OKV_D; ++j) s += (double)xl[j] * (double)R[(ulong)c * OKV_D + j];
+        for (int j = 0; j < OKV_D; ++j)
+            s += (double)xl[j] * (double)R[(ulong)c * OKV_D + j];
     else
-        for (int j = 0; j < OKV_D; ++j) s += (double)xl[j] * (double)R[(ulong)j * OKV_D + c];
+        for (int j = 0; j < OKV_D; ++j)
+            s += (double)xl[j] * (double)R[(ulong)j * OKV_D + c];
 #else
     float s = 0.0f;
     if (transpose)
-        for (int j = 0; j < OKV_D; ++j) s = fma(xl[j], R[(ulong)c * OKV_D + j], s);
+        for (int j = 0; j < OKV_D; ++j)
+            s = fma(xl[j], R[(ulong)c * OKV_D + j], s);
     else
-        for (int j = 0; j < OKV_D; ++j) s = fma(xl[j], R[(ulong)j * OKV_D + c], s);
+        for (int j = 0; j < OKV_D; ++j)
+            s = fma(xl[j], R[(ulong)j * OKV_D + c], s);
 #endif
     okv_st(o_b + o_o, rh * OKV_D + (ulong)c, o_dt, (float)s);
 }
@@ -895,8 +931,10 @@ __kernel void okv_validate(OKV_CACHE_ARGS, int batch, ulong i2_cap, ulong bf_cap
     if (!bad && need_mode == 1) {
         __global const int *aip = OKV_I32(aip_b, aip_o);
         int nn = aip[b + 1] - aip[b];
-        if (aip[0] < 0 || nn < 0 || (long)t + (long)nn > 2147483647L) bad = 1;
-        else need = okv_int2_len_after(t, n2, nn, OKV_S0, OKV_W, OKV_F);
+        if (aip[0] < 0 || nn < 0 || (long)t + (long)nn > 2147483647L)
+            bad = 1;
+        else
+            need = okv_int2_len_after(t, n2, nn, OKV_S0, OKV_W, OKV_F);
     } else if (!bad && need_mode == 2) {
         need = okv_target_int2(0, t, n2, n);
     }

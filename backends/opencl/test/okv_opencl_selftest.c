@@ -31,15 +31,15 @@ static const okv_backend_ops_t *O, *R; /* opencl, ref */
 static void *OS, *RS;                  /* their states */
 static int g_fail, g_pass;
 
-#define CHECK_OK(call, what)                                                                                     \
-    do {                                                                                                         \
-        okv_err_t e_ = {{0}};                                                                                    \
-        okv_status_t s_ = (call);                                                                                \
-        (void)e_;                                                                                                \
-        if (s_ != OKV_SUCCESS) {                                                                                 \
-            fprintf(stderr, "FATAL %s: status %d\n", what, (int)s_);                                             \
-            exit(2);                                                                                             \
-        }                                                                                                        \
+#define CHECK_OK(call, what)                                                                                           \
+    do {                                                                                                               \
+        okv_err_t e_ = {{0}};                                                                                          \
+        okv_status_t s_ = (call);                                                                                      \
+        (void)e_;                                                                                                      \
+        if (s_ != OKV_SUCCESS) {                                                                                       \
+            fprintf(stderr, "FATAL %s: status %d\n", what, (int)s_);                                                   \
+            exit(2);                                                                                                   \
+        }                                                                                                              \
     } while (0)
 
 /* ------------------------------------------------------------------ twins -- */
@@ -115,9 +115,12 @@ static double nrand(void)
 static size_t dsz(okv_dtype_t t) { return t == OKV_DTYPE_F32 ? 4 : t == OKV_DTYPE_F64 ? 8 : 2; }
 static void store(void *base, okv_dtype_t t, size_t i, float v)
 {
-    if (t == OKV_DTYPE_F32) ((float *)base)[i] = v;
-    else if (t == OKV_DTYPE_F16) ((okv_u16 *)base)[i] = okv_f32_to_f16(v);
-    else ((okv_u16 *)base)[i] = okv_f32_to_bf16(v);
+    if (t == OKV_DTYPE_F32)
+        ((float *)base)[i] = v;
+    else if (t == OKV_DTYPE_F16)
+        ((okv_u16 *)base)[i] = okv_f32_to_f16(v);
+    else
+        ((okv_u16 *)base)[i] = okv_f32_to_bf16(v);
 }
 static double load(const void *base, okv_dtype_t t, size_t i)
 {
@@ -144,19 +147,25 @@ static twin_t *tw_rotation(int n, int d)
     float *r = t->h.native;
     double *m = malloc(sizeof(double) * d * d);
     for (int k = 0; k < n; ++k) {
-        for (int i = 0; i < d * d; ++i) m[i] = nrand();
+        for (int i = 0; i < d * d; ++i)
+            m[i] = nrand();
         for (int i = 0; i < d; ++i) {
             for (int j = 0; j < i; ++j) {
                 double dot = 0;
-                for (int c = 0; c < d; ++c) dot += m[i * d + c] * m[j * d + c];
-                for (int c = 0; c < d; ++c) m[i * d + c] -= dot * m[j * d + c];
+                for (int c = 0; c < d; ++c)
+                    dot += m[i * d + c] * m[j * d + c];
+                for (int c = 0; c < d; ++c)
+                    m[i * d + c] -= dot * m[j * d + c];
             }
             double nn = 0;
-            for (int c = 0; c < d; ++c) nn += m[i * d + c] * m[i * d + c];
+            for (int c = 0; c < d; ++c)
+                nn += m[i * d + c] * m[i * d + c];
             nn = 1.0 / sqrt(nn);
-            for (int c = 0; c < d; ++c) m[i * d + c] *= nn;
+            for (int c = 0; c < d; ++c)
+                m[i * d + c] *= nn;
         }
-        for (int i = 0; i < d * d; ++i) r[(size_t)k * d * d + i] = (float)m[i];
+        for (int i = 0; i < d * d; ++i)
+            r[(size_t)k * d * d + i] = (float)m[i];
     }
     free(m);
     tw_h2d(t);
@@ -174,8 +183,10 @@ static void verdict(int ok, const char *name, const char *fmt, ...)
     printf("\n");
     va_end(ap);
     fflush(stdout);
-    if (ok) ++g_pass;
-    else ++g_fail;
+    if (ok)
+        ++g_pass;
+    else
+        ++g_fail;
 }
 
 /* max |a-b| / max(|ref|) over n elements of dtype t */
@@ -256,8 +267,10 @@ static void test_moments(int n_rows, int n_heads, int d, int hg, okv_dtype_t xt,
     size_t na = (size_t)(n_heads / hg) * d * d;
     twin_t *acc = tw_new(na * dsz(at));
     for (size_t i = 0; i < na; ++i) {
-        if (at == OKV_DTYPE_F64) ((double *)acc->h.native)[i] = 0.5;
-        else ((float *)acc->h.native)[i] = 0.5f;
+        if (at == OKV_DTYPE_F64)
+            ((double *)acc->h.native)[i] = 0.5;
+        else
+            ((float *)acc->h.native)[i] = 0.5f;
     }
     tw_h2d(acc);
     okv_moments_params_t p[2];
@@ -276,9 +289,12 @@ static void test_moments(int n_rows, int n_heads, int d, int hg, okv_dtype_t xt,
     }
     okv_err_t e1 = {{0}}, e2 = {{0}};
     okv_status_t s1 = R->moments(RS, &p[0], &e1), s2 = O->moments(OS, &p[1], &e2);
-    if (s2 == OKV_ERROR_UNSUPPORTED) verdict(1, name, "UNSUPPORTED (%s)", e2.msg);
-    else if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS) verdict(0, name, "status ref %d opencl %d (%s)", s1, s2, e2.msg);
-    else cmp_twin(acc, at, na, at == OKV_DTYPE_F64 ? 1e-6 : 1e-5, name);
+    if (s2 == OKV_ERROR_UNSUPPORTED)
+        verdict(1, name, "UNSUPPORTED (%s)", e2.msg);
+    else if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS)
+        verdict(0, name, "status ref %d opencl %d (%s)", s1, s2, e2.msg);
+    else
+        cmp_twin(acc, at, na, at == OKV_DTYPE_F64 ? 1e-6 : 1e-5, name);
     tw_free(x);
     tw_free(w);
     tw_free(acc);
@@ -354,13 +370,17 @@ static cache_t *cache_new(int batch, int hq, int hkv, int d, int g, okv_dtype_t 
     c->seql = tw_new(4 * batch);
     c->i2l = tw_new(4 * batch);
     int32_t *perm = malloc(4 * (size_t)(c->i2pages > c->bfpages ? c->i2pages : c->bfpages));
-    for (int i = 0; i < c->i2pages; ++i) perm[i] = i;
+    for (int i = 0; i < c->i2pages; ++i)
+        perm[i] = i;
     shuffle(perm, c->i2pages);
-    for (int b = 0; b <= batch; ++b) ((int32_t *)c->i2ptr->h.native)[b] = b * i2per;
+    for (int b = 0; b <= batch; ++b)
+        ((int32_t *)c->i2ptr->h.native)[b] = b * i2per;
     memcpy(c->i2idx->h.native, perm, 4 * (size_t)batch * i2per);
-    for (int i = 0; i < c->bfpages; ++i) perm[i] = i;
+    for (int i = 0; i < c->bfpages; ++i)
+        perm[i] = i;
     shuffle(perm, c->bfpages);
-    for (int b = 0; b <= batch; ++b) ((int32_t *)c->bfptr->h.native)[b] = b * bfper;
+    for (int b = 0; b <= batch; ++b)
+        ((int32_t *)c->bfptr->h.native)[b] = b * bfper;
     memcpy(c->bfidx->h.native, perm, 4 * (size_t)batch * bfper);
     free(perm);
     tw_h2d(c->i2ptr);
@@ -375,8 +395,10 @@ static cache_t *cache_new(int batch, int hq, int hkv, int d, int g, okv_dtype_t 
 
 static void cache_free(cache_t *c)
 {
-    twin_t *all[] = {c->i2pool, c->bfpool, c->i2ptr, c->i2idx, c->bfptr, c->bfidx, c->seql, c->i2l, c->rk, c->rv, c->kbias};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i) tw_free(all[i]);
+    twin_t *all[] = {c->i2pool, c->bfpool, c->i2ptr, c->i2idx, c->bfptr, c->bfidx,
+                     c->seql,   c->i2l,    c->rk,    c->rv,    c->kbias};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; ++i)
+        tw_free(all[i]);
     free(c);
 }
 
@@ -445,7 +467,8 @@ static void cache_compare(cache_t *c, const char *name)
      * rounded differently) gets other metadata: allowed for a few rows, like code ties */
     int ok = lens_ok && bf_bad == 0 && codes_diff <= codes_n / 200 + 2 && tie_rows <= rows_n / 200 + 1 &&
              deq_bad <= (tie_rows + 1) * d;
-    verdict(ok, name, "lens %s, bf16 %ld/%ld off, codes %ld/%ld differ, deq>1step %ld, meta max rel %.2g (%ld/%ld rows)",
+    verdict(ok, name,
+            "lens %s, bf16 %ld/%ld off, codes %ld/%ld differ, deq>1step %ld, meta max rel %.2g (%ld/%ld rows)",
             lens_ok ? "ok" : "DIFFER", bf_bad, bf_n, codes_diff, codes_n, deq_bad, meta_err, tie_rows, rows_n);
     free(sl);
     free(il);
@@ -463,7 +486,8 @@ static void do_append(cache_t *c, const int *n_new, okv_dtype_t dt, float kr, fl
     twin_t *ip = tw_new(4 * (c->batch + 1));
     int32_t *ipp = ip->h.native;
     ipp[0] = 0;
-    for (int b = 0; b < c->batch; ++b) ipp[b + 1] = ipp[b] + n_new[b];
+    for (int b = 0; b < c->batch; ++b)
+        ipp[b + 1] = ipp[b] + n_new[b];
     tw_h2d(ip);
     int n = ipp[c->batch];
     twin_t *k = tw_random((size_t)n * hkv * d, dt, 1.0, 3.0);
@@ -489,8 +513,10 @@ static void do_append(cache_t *c, const int *n_new, okv_dtype_t dt, float kr, fl
     okv_status_t s1 = R->append(RS, &p[0], &e1), s2 = O->append(OS, &p[1], &e2);
     char name[200];
     snprintf(name, sizeof name, "append %s n=%d", tag, n);
-    if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS) verdict(0, name, "status ref %d (%s) opencl %d (%s)", s1, e1.msg, s2, e2.msg);
-    else cache_compare(c, name);
+    if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS)
+        verdict(0, name, "status ref %d (%s) opencl %d (%s)", s1, e1.msg, s2, e2.msg);
+    else
+        cache_compare(c, name);
     tw_free(ip);
     tw_free(k);
     tw_free(v);
@@ -511,8 +537,10 @@ static void do_demote(cache_t *c, int n, const char *tag)
     okv_status_t s1 = R->demote(RS, &p[0], &e1), s2 = O->demote(OS, &p[1], &e2);
     char name[200];
     snprintf(name, sizeof name, "demote %s n=%d", tag, n);
-    if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS) verdict(0, name, "status ref %d opencl %d (%s)", s1, s2, e2.msg);
-    else cache_compare(c, name);
+    if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS)
+        verdict(0, name, "status ref %d opencl %d (%s)", s1, s2, e2.msg);
+    else
+        cache_compare(c, name);
 }
 
 static int max_len(cache_t *c)
@@ -529,7 +557,8 @@ static void do_dequantize(cache_t *c, okv_dtype_t ot, const char *tag)
     twin_t *ip = tw_new(4 * (c->batch + 1));
     int32_t *ipp = ip->h.native;
     ipp[0] = 1; /* a leading unused row */
-    for (int b = 0; b < c->batch; ++b) ipp[b + 1] = ipp[b] + ((int32_t *)c->seql->h.native)[b] + (b & 1);
+    for (int b = 0; b < c->batch; ++b)
+        ipp[b + 1] = ipp[b] + ((int32_t *)c->seql->h.native)[b] + (b & 1);
     tw_h2d(ip);
     int rows = ipp[c->batch] + 1;
     size_t n = (size_t)rows * hkv * d;
@@ -618,7 +647,8 @@ static void do_prefill(cache_t *c, const int *n_new, okv_dtype_t it, okv_dtype_t
     twin_t *ip = tw_new(4 * (c->batch + 1));
     int32_t *ipp = ip->h.native;
     ipp[0] = 0;
-    for (int b = 0; b < c->batch; ++b) ipp[b + 1] = ipp[b] + n_new[b];
+    for (int b = 0; b < c->batch; ++b)
+        ipp[b + 1] = ipp[b] + n_new[b];
     tw_h2d(ip);
     int n = ipp[c->batch];
     twin_t *q = tw_random((size_t)n * hq * d, it, 1.0, 0);
@@ -644,8 +674,10 @@ static void do_prefill(cache_t *c, const int *n_new, okv_dtype_t it, okv_dtype_t
     okv_status_t s1 = R->prefill(RS, &p[0], &e1), s2 = O->prefill(OS, &p[1], &e2);
     char name[200];
     snprintf(name, sizeof name, "prefill %s n=%d in%d o%d", tag, n, it, ot);
-    if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS) verdict(0, name, "status ref %d opencl %d (%s)", s1, s2, e2.msg);
-    else cmp_twin(o, ot, (size_t)n * hq * d, ot == OKV_DTYPE_F32 ? 1e-4 : tol_for(ot), name);
+    if (s1 != OKV_SUCCESS || s2 != OKV_SUCCESS)
+        verdict(0, name, "status ref %d opencl %d (%s)", s1, s2, e2.msg);
+    else
+        cmp_twin(o, ot, (size_t)n * hq * d, ot == OKV_DTYPE_F32 ? 1e-4 : tol_for(ot), name);
     tw_free(ip);
     tw_free(q);
     tw_free(k);
@@ -663,14 +695,16 @@ static void scenario(int batch, int hq, int hkv, int d, int g, okv_dtype_t meta,
     snprintf(tag, sizeof tag, "[b%d hq%d hkv%d d%d g%d m%d q%d c%d win%d,%d,%d p%d ph%d kb%d]", batch, hq, hkv, d, g,
              (int)meta, (int)qz, (int)clip, s0, w, f, page, per_head, per_head || g != d);
     int mx = 0;
-    for (int b = 0; b < batch; ++b) mx = prefill_len[b] > mx ? prefill_len[b] : mx;
+    for (int b = 0; b < batch; ++b)
+        mx = prefill_len[b] > mx ? prefill_len[b] : mx;
     cache_t *c = cache_new(batch, hq, hkv, d, g, meta, qz, clip, s0, w, f, page, mx + steps + 64, per_head);
     if (per_head || g != d) /* key centering in some scenarios */
         c->kbias = tw_random((size_t)(per_head ? hkv : 1) * d, OKV_DTYPE_F32, 0.3, 3.0);
     do_append(c, prefill_len, dt, 0.96f, 0.92f, tag);
     int *ones = malloc(sizeof(int) * batch);
     for (int s = 0; s < steps; ++s) {
-        for (int b = 0; b < batch; ++b) ones[b] = (b + s) % 5 == 4 ? 0 : 1;
+        for (int b = 0; b < batch; ++b)
+            ones[b] = (b + s) % 5 == 4 ? 0 : 1;
         char t2[200];
         snprintf(t2, sizeof t2, "%s step %d", tag, s);
         do_append(c, ones, dt, s % 3 ? 0.96f : 1.0f, 0.92f, t2);
@@ -682,7 +716,8 @@ static void scenario(int batch, int hq, int hkv, int d, int g, okv_dtype_t meta,
     do_decode(c, OKV_DTYPE_F32, OKV_DTYPE_F32, 3, 1, 1, 1, tag);
     do_decode(c, OKV_DTYPE_BF16, OKV_DTYPE_BF16, 1, 0, 0, 1, tag);
     do_decode(c, OKV_DTYPE_F16, OKV_DTYPE_F32, 0, 1, 1, 3, tag);
-    for (int b = 0; b < batch; ++b) ones[b] = (b * 7 + 3) % 11;
+    for (int b = 0; b < batch; ++b)
+        ones[b] = (b * 7 + 3) % 11;
     do_prefill(c, ones, dt, OKV_DTYPE_F32, tag);
     free(ones);
     cache_free(c);
@@ -693,8 +728,10 @@ int main(int argc, char **argv)
     const char *path = OKV_OCL_MODULE_PATH;
     int quick = 0;
     for (int i = 1; i < argc; ++i) {
-        if (!strcmp(argv[i], "--quick")) quick = 1;
-        else path = argv[i];
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else
+            path = argv[i];
     }
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!lib) {
