@@ -27,11 +27,11 @@ def write_report(result, out: Path):
         ctx = max(r["ctx"] for r in rows)
         for key, stats in result["per_layer"].items():
             name, win, L = key.split("|")
-            if int(L) != ctx or win != "nowin" or name == "bf16":
+            if int(L) != ctx or win != "win" or name == "bf16":
                 continue
             ax.semilogy(range(len(stats)), [max(s["attn_kl"], 1e-6) for s in stats], marker="o", label=name)
         ax.set_xlabel("layer")
-        ax.set_ylabel("attention-probability KL (everything INT2)")
+        ax.set_ylabel("attention-probability KL (sink 64 + recent 256 in BF16)")
         ax.set_title(f"Gemma 3 270M, per-layer attention KL at ctx {ctx}")
         ax.legend()
         fig.tight_layout()
