@@ -149,6 +149,7 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
     TRY(mk(ctx, &bs, sizeof(int32_t) * (size_t)(M + 1), pl.rows_indptr, &ap.append_indptr));
     TRY(mk(ctx, &bs, sizeof(float) * hd * hd, r->k_rot, &ap.k_rotation));
     TRY(mk(ctx, &bs, sizeof(float) * hd * hd, r->v_rot, &ap.v_rotation));
+    if (r->k_bias) TRY(mk(ctx, &bs, sizeof(float) * hd, r->k_bias, &ap.k_bias));
     ap.k_clip_ratio = r->k_clip;
     ap.v_clip_ratio = r->v_clip;
     TRY(okv_append(ctx, &ap));

@@ -17,6 +17,7 @@ typedef struct demo_run {
     const float *q;             /* [n_queries, Hq, d], unrotated, query b sees n_tokens-n_queries+b+1 keys */
     const float *k_rot, *v_rot; /* [d, d] */
     float k_clip, v_clip;
+    const float *k_bias; /* [d] key centering vector (calibration k_mean), or NULL */
     int32_t timing_reps;
     /* outputs */
     float *out;           /* [n_queries, Hq, d], un-rotated */
