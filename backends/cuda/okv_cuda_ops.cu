@@ -380,54 +380,6 @@ __global__ void __launch_bounds__(WPB * 32)
         st_any(out, od, base + lane + 32 * i, y[i]);
 }
 
-template <int NPL>
-__global__ void __launch_bounds__(WPB * 32)
-    dequant_kernel(okvc_cache_t c, const int *out_indptr, int out_rows, void *kout, void *vout, int od)
-{
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const long long item = (long long)blockIdx.x * WPB + warp;
-    const int r = (int)(item / (2 * c.hkv)), kv = (int)((item / c.hkv) % 2), head = (int)(item % c.hkv);
-    if (r >= out_rows || c.batch == 0) return;
-    if (r < out_indptr[0] || r >= out_indptr[c.batch]) return;
-    const int b = find_seq(out_indptr, c.batch, r);
-    const int p = r - out_indptr[b];
-    const int L = c.seq_lens[b], I = c.int2_lens[b];
-    if (p >= L) return;
-    const int d = c.d;
-    void *dst = kv ? vout : kout;
-    const size_t ob = ((size_t)r * c.hkv + head) * d;
-    if (p >= c.s0 && p < c.s0 + I) {
-        const unsigned char *pg = int2_page(c, b, p - c.s0);
-        const int slot = (p - c.s0) % c.page;
-        const unsigned char *cb = pg + okv_int2_codes_offset(c.hkv, c.page, d, kv, head, slot);
-        const unsigned char *mb = pg + okv_int2_meta_offset(c.hkv, c.page, d, c.group, c.meta_dtype, kv, head, slot);
-        const int msz = okv_meta_size(c.meta_dtype);
-#pragma unroll
-        for (int i = 0; i < NPL; ++i) {
-            const int ch = lane + 32 * i, q = d / 4;
-            const int code = okv_unpack_code(cb[ch % q], ch / q);
-            const unsigned char *mp = mb + (size_t)(ch / c.group) * 2 * msz;
-            float s, l;
-            if (c.meta_dtype == OKV_FMT_META_F32) {
-                s = ((const float *)mp)[0];
-                l = ((const float *)mp)[1];
-            } else if (c.meta_dtype == OKV_FMT_META_F16) {
-                s = okv_f16_to_f32(((const unsigned short *)mp)[0]);
-                l = okv_f16_to_f32(((const unsigned short *)mp)[1]);
-            } else {
-                s = okv_bf16_to_f32(((const unsigned short *)mp)[0]);
-                l = okv_bf16_to_f32(((const unsigned short *)mp)[1]);
-            }
-            st_any(dst, od, ob + ch, okv_dequant(code, s, l));
-        }
-    } else {
-        const unsigned short *src = bf16_row_ptr(c, b, p, kv, head);
-#pragma unroll
-        for (int i = 0; i < NPL; ++i)
-            st_any(dst, od, ob + lane + 32 * i, okv_bf16_to_f32(src[lane + 32 * i]));
-    }
-}
-
 /* Row of logical position pos (either tier) into registers. */
 template <int NPL>
 __device__ __forceinline__ void read_cache_row(const okvc_cache_t &c, int b, int I, int pos, int kv, int head, int lane,
@@ -464,6 +416,29 @@ __device__ __forceinline__ void read_cache_row(const okvc_cache_t &c, int b, int
         for (int i = 0; i < NPL; ++i)
             y[i] = okv_bf16_to_f32(src[lane + 32 * i]);
     }
+}
+
+template <int NPL>
+__global__ void __launch_bounds__(WPB * 32)
+    dequant_kernel(okvc_cache_t c, const int *out_indptr, int out_rows, void *kout, void *vout, int od)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const long long item = (long long)blockIdx.x * WPB + warp;
+    const int r = (int)(item / (2 * c.hkv)), kv = (int)((item / c.hkv) % 2), head = (int)(item % c.hkv);
+    if (r >= out_rows || c.batch == 0) return;
+    if (r < out_indptr[0] || r >= out_indptr[c.batch]) return;
+    const int b = find_seq(out_indptr, c.batch, r);
+    const int p = r - out_indptr[b];
+    const int L = c.seq_lens[b], I = c.int2_lens[b];
+    if (p >= L) return;
+    const int d = c.d;
+    void *dst = kv ? vout : kout;
+    const size_t ob = ((size_t)r * c.hkv + head) * d;
+    float y[NPL];
+    read_cache_row<NPL>(c, b, I, p, kv, head, lane, y);
+#pragma unroll
+    for (int i = 0; i < NPL; ++i)
+        st_any(dst, od, ob + lane + 32 * i, y[i]);
 }
 
 /* Prefill attention, simple version: one warp per (query row, query head). */
