@@ -16,14 +16,18 @@
  *   O^T[chan, head] += V^T[chan, tok] P^T[tok, head]  (M = 16 channels)
  * P goes from the first product's accumulator layout to the second's B operand
  * with one movmatrix.trans per 8x8 block, without shared memory.
- * INT2 rows are never dequantized to values: a 2-bit code is OR-ed into the
- * mantissa of the fp16 number 1024 (exact 1024 + 4^k c for the code in bits 2k of
+ * INT2 rows are never dequantized to values: a 2-bit code masked in place is the
+ * mantissa of a subnormal fp16 number (exact 4^k c 2^-24 for the code in bits 2k of
  * a byte: the quartered packing puts quarter k there), so one LOP3 per two codes
- * builds the fp16 MMA operand; the 4^-k and the per-row affine map
+ * builds the fp16 MMA operand; the 2^24 4^-k and the per-row affine map
  * (x = lo + scale * c) are applied to the accumulators:
  *   q.x = scale * (q.c) + lo * sum(q),   sum_t p_t x_t = sum_t (p_t scale_t) c_t + sum_t p_t lo_t.
- * The q operand is pre-scaled by 2^e (exact) so fp16 keeps its precision, and the
- * 1024 bias is removed with the exact sum of the operand actually used.
+ * The q operand is pre-scaled by 2^e (exact) so fp16 keeps its precision. The
+ * operand carries no bias: an earlier version OR-ed the code into the mantissa of
+ * 1024 and removed 1024 * sum(operand) afterwards, which cancelled ~10 bits of the
+ * fp32 accumulators (the tensor cores align and truncate the products to the
+ * accumulator), so the error grew with the tokens per CTA (conformance failures
+ * at 4-5K tokens per split, rel L2 1.7-2.3e-2).
  * Each CTA writes a normalised partial (o, lse) to the workspace; a second kernel
  * merges the partials exactly and optionally multiplies by R_V^T.
  */
@@ -127,23 +131,14 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
     asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
     return r;
 }
-/* (x & mask) | magic in one LOP3 (nvcc splits it in two when both are immediates). */
-template <uint32_t MASK> __device__ __forceinline__ uint32_t andor(uint32_t x, uint32_t magic)
-{
-    uint32_t r;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(r) : "r"(x), "n"(MASK), "r"(magic));
-    return r;
-}
+/* fp16 pair of subnormals 4^k c 2^-24 for the codes at bits 2k and 16 + 2k of x
+ * (MASK = 0x00030003 << 2k): one LOP3. */
+template <uint32_t MASK> __device__ __forceinline__ uint32_t codes(uint32_t x) { return x & MASK; }
 __device__ __forceinline__ float ex2(float x)
 {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
-}
-/* fp16 pair 1024 + 4^k * code for the codes at bits 2k and 16 + 2k. */
-template <int K> __device__ __forceinline__ uint32_t codes_h2(uint32_t x)
-{
-    return (x & (0x00030003u << (2 * K))) | 0x64006400u;
 }
 __device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
 {
@@ -157,11 +152,6 @@ __device__ __forceinline__ uint32_t pack_bf2(float lo, float hi)
 }
 __device__ __forceinline__ float bf_lo(uint32_t x) { return __uint_as_float(x << 16); }
 __device__ __forceinline__ float bf_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
-__device__ __forceinline__ float half_lo(uint32_t x) { return __half2float(__ushort_as_half((unsigned short)x)); }
-__device__ __forceinline__ float half_hi(uint32_t x)
-{
-    return __half2float(__ushort_as_half((unsigned short)(x >> 16)));
-}
 
 __device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
 {
@@ -489,19 +479,17 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
 
     /* ================= INT2 phase ================= */
     bool int2_layout = false;
-    float ob[NG][4], plo[NG][2];
+    float plo[NG][2];
 #pragma unroll
-    for (int j = 0; j < NG; ++j) {
-        ob[j][0] = ob[j][1] = ob[j][2] = ob[j][3] = 0.f;
+    for (int j = 0; j < NG; ++j)
         plo[j][0] = plo[j][1] = 0.f;
-    }
     if (MODE == 0) {
         const int nit = (i1 - i0 + TT - 1) / TT;
         const int my_i = nit > warp ? (nit - warp + NW - 1) / NW : 0;
         if (my_i > 0) {
             int2_layout = true;
             if (my_b > 0) {
-                /* move the BF16-phase accumulators into the INT2 channel layout (x 4^k) */
+                /* move the BF16-phase accumulators into the INT2 channel layout (x 4^k 2^-24) */
                 float *buf = (float *)wsm; /* [8][D] */
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt)
@@ -514,16 +502,16 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
 #pragma unroll
                     for (int r = 0; r < 4; ++r)
                         o[mt][r] = buf[(2 * t + (r & 1)) * D + int2_chan<D>(mt, g, r >> 1)] *
-                                   (float)(1 << (2 * int2_k<D>(mt)));
+                                   ((float)(1 << (2 * int2_k<D>(mt))) * (1.0f / 16777216.0f));
                 __syncwarp();
             }
             /* fp16 q operand in the INT2 channel order, scaled by 2^e / 4^k */
             float amax = 0.f;
             uint32_t qh[MT][2];
-            float qs1[NG], qs0[NG]; /* per group: sum of fp16 operand, sum of q */
+            float qs0[NG]; /* per group: sum of q */
 #pragma unroll
             for (int j = 0; j < NG; ++j)
-                qs1[j] = qs0[j] = 0.f;
+                qs0[j] = 0.f;
             float qv[MT][4];
 #pragma unroll
             for (int kt = 0; kt < MT; ++kt) {
@@ -549,26 +537,21 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 /* b0 = channels c0, c0+2 ; b1 = c0+1, c0+3 */
                 qh[kt][0] = pack_h2(qv[kt][0] * f, qv[kt][2] * f);
                 qh[kt][1] = pack_h2(qv[kt][1] * f, qv[kt][3] * f);
-                qs1[j] += half_lo(qh[kt][0]) + half_hi(qh[kt][0]) + half_lo(qh[kt][1]) + half_hi(qh[kt][1]);
                 qs0[j] += qv[kt][0] + qv[kt][1] + qv[kt][2] + qv[kt][3];
             }
             /* per-head constants, then fetch those of heads 2t, 2t+1 */
-            float Bc[NG][2], Cc[NG][2], Ac[2];
+            float Cc[NG][2], Ac[2];
 #pragma unroll
             for (int j = 0; j < NG; ++j) {
-                qs1[j] += __shfl_xor_sync(0xffffffffu, qs1[j], 1);
-                qs1[j] += __shfl_xor_sync(0xffffffffu, qs1[j], 2);
                 qs0[j] += __shfl_xor_sync(0xffffffffu, qs0[j], 1);
                 qs0[j] += __shfl_xor_sync(0xffffffffu, qs0[j], 2);
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    Bc[j][e] = 1024.0f * __shfl_sync(0xffffffffu, qs1[j], (2 * t + e) * 4);
+                for (int e = 0; e < 2; ++e)
                     Cc[j][e] = sm2 * __shfl_sync(0xffffffffu, qs0[j], (2 * t + e) * 4);
-                }
             }
 #pragma unroll
-            for (int e = 0; e < 2; ++e)
-                Ac[e] = sm2 / __shfl_sync(0xffffffffu, qscale, (2 * t + e) * 4);
+            for (int e = 0; e < 2; ++e) /* 2^24: the subnormal code operand */
+                Ac[e] = sm2 * 16777216.0f / __shfl_sync(0xffffffffu, qscale, (2 * t + e) * 4);
 
             constexpr int MB = GeoI<D, NG, META, NST>::MBMAX;
             constexpr int MSZ = GeoI<D, NG, META, NST>::MSZ;
@@ -584,7 +567,6 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
             ld.kc = c.int2_pool + (unsigned long long)x.h * c.page * (D / 4);
             ld.km = c.int2_pool + 2ull * c.hkv * c.page * (D / 4) + (unsigned long long)x.h * c.page * MB;
             ld.idx = c.int2_indices + c.int2_indptr[x.b];
-            const uint32_t MAGIC = 0x64006400u;
 #pragma unroll 1
             for (int s = 0; s < NST - 1; ++s) {
                 if (s < my_i) load_int2_stage<D, NG, META>(stage_ptr(s), ld, i0 + (warp + s * NW) * TT, i1, lane);
@@ -600,44 +582,60 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 const unsigned char *ks = stage_ptr(s), *vs = ks + TT * RS, *km = ks + 2 * TT * RS, *vm = km + TT * MB;
                 const int ib = i0 + (warp + s * NW) * TT;
                 float sc[TT / 8][2]; /* rows: 16 m + g, 16 m + g + 8 */
+                /* QK of QB m-tiles at a time, k-step outer: QB independent HMMA chains
+                 * in flight instead of one chain of D/16 (latency, not issue, bound) */
+                constexpr int QB = NG <= 2 ? TT / 16 : (NG == 4 ? 2 : 1);
 #pragma unroll
-                for (int mt2 = 0; mt2 < TT / 16; ++mt2) {
-                    const int r0 = mt2 * 16 + g, r1 = r0 + 8;
-                    float acc[NG][4];
+                for (int mb = 0; mb < TT / 16; mb += QB) {
+                    float acc[QB][NG][4];
 #pragma unroll
-                    for (int j = 0; j < NG; ++j)
-                        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+                    for (int u = 0; u < QB; ++u)
+#pragma unroll
+                        for (int j = 0; j < NG; ++j)
+                            acc[u][j][0] = acc[u][j][1] = acc[u][j][2] = acc[u][j][3] = 0.f;
 #pragma unroll
                     for (int wi = 0; wi < D / 64; ++wi) {
-                        const uint32_t x0 = *(const uint32_t *)(ks + swz<D>(r0, 16 * wi + 4 * t));
-                        const uint32_t x1 = *(const uint32_t *)(ks + swz<D>(r1, 16 * wi + 4 * t));
-                        const uint32_t x0h = x0 >> 8, x1h = x1 >> 8;
+                        uint32_t xw[QB][4];
+#pragma unroll
+                        for (int u = 0; u < QB; ++u) {
+                            const int r0 = (mb + u) * 16 + g;
+                            xw[u][0] = *(const uint32_t *)(ks + swz<D>(r0, 16 * wi + 4 * t));
+                            xw[u][1] = *(const uint32_t *)(ks + swz<D>(r0 + 8, 16 * wi + 4 * t));
+                            xw[u][2] = xw[u][0] >> 8;
+                            xw[u][3] = xw[u][1] >> 8;
+                        }
 #define OKV_QK(K)                                                                                                      \
     {                                                                                                                  \
         const int kt = wi * 4 + K;                                                                                     \
         const int j = (16 * wi + K * (D / 4)) / G;                                                                     \
         constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
-        mma_f16(acc[j], andor<msk>(x0, MAGIC), andor<msk>(x1, MAGIC), andor<msk>(x0h, MAGIC), andor<msk>(x1h, MAGIC),  \
-                qh[kt][0], qh[kt][1]);                                                                                 \
+        _Pragma("unroll") for (int u = 0; u < QB; ++u)                                                                 \
+            mma_f16(acc[u][j], codes<msk>(xw[u][0]), codes<msk>(xw[u][1]), codes<msk>(xw[u][2]), codes<msk>(xw[u][3]), \
+                    qh[kt][0], qh[kt][1]);                                                                             \
     }
                         OKV_QK(0) OKV_QK(1) OKV_QK(2) OKV_QK(3)
 #undef OKV_QK
                     }
-                    const bool ok0 = ib + r0 < i1, ok1 = ib + r1 < i1;
-                    float s00 = 0.f, s01 = 0.f, s10 = 0.f, s11 = 0.f;
 #pragma unroll
-                    for (int j = 0; j < NG; ++j) {
-                        const float2 k0 = ld_pair<META>(km + r0 * MB + j * 2 * MSZ);
-                        const float2 k1 = ld_pair<META>(km + r1 * MB + j * 2 * MSZ);
-                        s00 += k0.x * (acc[j][0] - Bc[j][0]) * Ac[0] + k0.y * Cc[j][0];
-                        s01 += k0.x * (acc[j][1] - Bc[j][1]) * Ac[1] + k0.y * Cc[j][1];
-                        s10 += k1.x * (acc[j][2] - Bc[j][0]) * Ac[0] + k1.y * Cc[j][0];
-                        s11 += k1.x * (acc[j][3] - Bc[j][1]) * Ac[1] + k1.y * Cc[j][1];
+                    for (int u = 0; u < QB; ++u) {
+                        const int mt2 = mb + u;
+                        const int r0 = mt2 * 16 + g, r1 = r0 + 8;
+                        const bool ok0 = ib + r0 < i1, ok1 = ib + r1 < i1;
+                        float s00 = 0.f, s01 = 0.f, s10 = 0.f, s11 = 0.f;
+#pragma unroll
+                        for (int j = 0; j < NG; ++j) {
+                            const float2 k0 = ld_pair<META>(km + r0 * MB + j * 2 * MSZ);
+                            const float2 k1 = ld_pair<META>(km + r1 * MB + j * 2 * MSZ);
+                            s00 += k0.x * acc[u][j][0] * Ac[0] + k0.y * Cc[j][0];
+                            s01 += k0.x * acc[u][j][1] * Ac[1] + k0.y * Cc[j][1];
+                            s10 += k1.x * acc[u][j][2] * Ac[0] + k1.y * Cc[j][0];
+                            s11 += k1.x * acc[u][j][3] * Ac[1] + k1.y * Cc[j][1];
+                        }
+                        sc[2 * mt2][0] = ok0 ? s00 : NEG_INF;
+                        sc[2 * mt2][1] = ok0 ? s01 : NEG_INF;
+                        sc[2 * mt2 + 1][0] = ok1 ? s10 : NEG_INF;
+                        sc[2 * mt2 + 1][1] = ok1 ? s11 : NEG_INF;
                     }
-                    sc[2 * mt2][0] = ok0 ? s00 : NEG_INF;
-                    sc[2 * mt2][1] = ok0 ? s01 : NEG_INF;
-                    sc[2 * mt2 + 1][0] = ok1 ? s10 : NEG_INF;
-                    sc[2 * mt2 + 1][1] = ok1 ? s11 : NEG_INF;
                 }
                 float corr[2];
                 softmax_step<TT / 8>(sc, m, l, corr);
@@ -650,11 +648,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                 }
 #pragma unroll
                 for (int j = 0; j < NG; ++j) {
-                    ob[j][0] *= corr[0];
-                    ob[j][2] *= corr[0];
                     plo[j][0] *= corr[0];
-                    ob[j][1] *= corr[1];
-                    ob[j][3] *= corr[1];
                     plo[j][1] *= corr[1];
                 }
 #pragma unroll
@@ -671,8 +665,6 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
                         plo[j][1] += p01 * v0.y + p11 * v1.y;
                         bj[j][0] = movtrans(pack_h2(p00 * v0.x, p01 * v0.x));
                         bj[j][1] = movtrans(pack_h2(p10 * v1.x, p11 * v1.x));
-                        /* 1024 * sum_t p'_t with the operand actually used: the bias to remove */
-                        mma_f16(ob[j], MAGIC, MAGIC, MAGIC, MAGIC, bj[j][0], bj[j][1]);
                     }
                     /* V words of tokens 2t, 2t+1, 2t+8, 2t+9 of this m-tile */
                     const int vr = mt2 * 16 + 2 * t;
@@ -687,8 +679,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
     {                                                                                                                  \
         constexpr uint32_t msk = 0x00030003u << (2 * K);                                                               \
         const int j = int2_vgroup<D, NG>(K);                                                                           \
-        mma_f16(o[K], andor<msk>(xa, MAGIC), andor<msk>(xah, MAGIC), andor<msk>(xb, MAGIC), andor<msk>(xbh, MAGIC),    \
-                bj[j][0], bj[j][1]);                                                                                   \
+        mma_f16(o[K], codes<msk>(xa), codes<msk>(xah), codes<msk>(xb), codes<msk>(xbh), bj[j][0], bj[j][1]);           \
     }
                         OKV_PV64(0) OKV_PV64(1) OKV_PV64(2) OKV_PV64(3)
 #undef OKV_PV64
@@ -716,8 +707,8 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
         {                                                                                                              \
             const int mt = (mw * 4 + K) * 2 + jp;                                                                      \
             const int j = int2_vgroup<D, NG>(mt);                                                                      \
-            mma_f16(o[mt], andor<msk>(xa[2 * jp], MAGIC), andor<msk>(xa[2 * jp + 1], MAGIC),                           \
-                    andor<msk>(xb[2 * jp], MAGIC), andor<msk>(xb[2 * jp + 1], MAGIC), bj[j][0], bj[j][1]);             \
+            mma_f16(o[mt], codes<msk>(xa[2 * jp]), codes<msk>(xa[2 * jp + 1]), codes<msk>(xb[2 * jp]),                 \
+                    codes<msk>(xb[2 * jp + 1]), bj[j][0], bj[j][1]);                                                   \
         }                                                                                                              \
     }
                             OKV_PV(0) OKV_PV(1) OKV_PV(2) OKV_PV(3)
@@ -757,7 +748,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
             if (int2_layout) {
                 const int j = int2_vgroup<D, NG>(mt);
                 ch = int2_chan<D>(mt, g, half);
-                v = (o[mt][r] - ob[j][r]) * (1.0f / (float)(1 << (2 * int2_k<D>(mt)))) + plo[j][e];
+                v = o[mt][r] * (16777216.0f / (float)(1 << (2 * int2_k<D>(mt)))) + plo[j][e];
             } else {
                 ch = mt * 16 + g + 8 * half;
                 v = o[mt][r];

@@ -1,14 +1,18 @@
 #!/bin/bash
 # Build the CUDA backend module + bench/check driver with plain nvcc (no CMake), for
-# the device machine. Usage: bench/cuda/build.sh OUTDIR [ARCH_FLAGS]
+# the device machine. Usage: bench/cuda/build.sh OUTDIR [ARCH_FLAGS] [SRCDIR] [EXTRA_NVCC_FLAGS]
+# SRCDIR (default backends/cuda) holds okv_cuda_{backend,decode,ops}.cu + okv_cuda.h, so a
+# snapshot (e.g. an older decode kernel) can be built beside the working tree's.
 set -e
 out=${1:-build-cuda}
 arch=${2:-"-gencode=arch=compute_90,code=sm_90"}
+src=${3:-backends/cuda}
+extra=${4:-}
 mkdir -p "$out/obj" "$out/lib" "$out/bin"
-inc="-Iinclude -Icore -Icore/format -Ireference -Ibackends/cuda"
-flags="-std=c++17 -O3 --expt-relaxed-constexpr $arch -Xcompiler=-fPIC"
+inc="-I$src -Iinclude -Icore -Icore/format -Ireference"
+flags="-std=c++17 -O3 --expt-relaxed-constexpr $arch -Xcompiler=-fPIC $extra"
 pids=()
-for f in backends/cuda/okv_cuda_backend.cu backends/cuda/okv_cuda_decode.cu backends/cuda/okv_cuda_ops.cu; do
+for f in $src/okv_cuda_backend.cu $src/okv_cuda_decode.cu $src/okv_cuda_ops.cu; do
   nvcc $flags -Xcompiler=-fvisibility=hidden $inc -Xptxas -v -c $f -o "$out/obj/$(basename $f .cu).o" \
     > "$out/obj/$(basename $f .cu).ptxas.txt" 2>&1 &
   pids+=($!)
