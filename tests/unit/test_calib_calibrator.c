@@ -7,6 +7,8 @@
 #include "oscarkv/oscarkv.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,9 +523,5 @@ int main(void)
     tcase_add_test(tc, test_dtypes_and_nonfinite);
     tcase_add_test(tc, test_argument_checks);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

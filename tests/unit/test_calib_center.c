@@ -11,6 +11,8 @@
 #include "test_ref_util.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -792,9 +794,5 @@ int main(void)
     tcase_add_test(tc, test_e2e_centering_lowers_int2_error);
     tcase_add_test(tc, test_e2e_bf16_tier_invariance);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

@@ -6,6 +6,8 @@
 #include "oscarkv/oscarkv.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -259,9 +261,5 @@ int main(void)
     tcase_add_test(tc, test_fit_through_finalize);
     tcase_add_test(tc, test_holdout_reservoir);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

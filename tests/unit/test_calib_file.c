@@ -8,6 +8,8 @@
 #include "oscarkv/oscarkv.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -449,9 +451,5 @@ int main(void)
     tcase_add_test(tc, test_null_and_api_errors);
     tcase_add_test(tc, test_json_reader);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

@@ -4,6 +4,8 @@
 #include "calib/npy.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,9 +141,5 @@ int main(void)
     tcase_add_test(tc, test_valid);
     tcase_add_test(tc, test_invalid);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

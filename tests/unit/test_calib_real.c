@@ -10,6 +10,8 @@
 #include "oscarkv/oscarkv.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,9 +204,5 @@ int main(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, test_real_gemma);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

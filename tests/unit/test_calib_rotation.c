@@ -5,6 +5,8 @@
 #include "oscarkv/oscarkv.h"
 
 #include <check.h>
+
+#include "okv_check_run.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,9 +253,5 @@ int main(void)
     tcase_add_test(tc, test_equalised_diagonal);
     tcase_add_test(tc, test_fold_projections);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return okv_check_run(s);
 }

@@ -9,6 +9,7 @@
 #include "ref_ops.h"
 
 #include <check.h>
+#include "okv_check_run.h"
 #include <stddef.h>
 #include <stdint.h>
 
