@@ -4,6 +4,8 @@
 # compute-sanitizer (memcheck, racecheck on a reduced check). Usage (repository
 # root, on the GPU machine):
 #   bash bench/cuda/run_h200.sh COMMIT [quick|full|probe] [sanitize]
+# PREBUILT=DIR: use DIR/bin/okv_cuda_bench built on the dev machine (bench/cuda/build.sh
+# DIR "" SRCDIR) instead of building from the working tree on the device.
 # Files land in $OUT: log.txt, h200-decode.{json,md,png}, memcheck.txt, racecheck.txt.
 set -o pipefail
 commit=${1:-unknown}
@@ -12,12 +14,12 @@ san=${3:-}
 OUT=${OUT:-/tmp/okv-out}
 mkdir -p "$OUT"
 log="$OUT/log.txt"
-b=/tmp/okvb
+b=${PREBUILT:-/tmp/okvb}
 {
   date -u
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
   echo "== build"
-  bench/cuda/build.sh $b || { echo BUILD FAILED; exit 1; }
+  if [ -n "${PREBUILT:-}" ]; then echo "prebuilt $b"; else bench/cuda/build.sh $b || { echo BUILD FAILED; exit 1; }; fi
   grep -h "registers\|spill" $b/obj/okv_cuda_decode.ptxas.txt | paste - - | sort | uniq -c | head -20
 } 2>&1 | tee "$log" || exit 1
 [ "$mode" = probe ] || {
