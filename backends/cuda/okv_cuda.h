@@ -1,9 +1,11 @@
 /*
  * okv_cuda.h - internal interface of the CUDA backend (not installed).
  *
- * Host glue (okv_cuda_backend.cu) owns the state; kernels live in okv_cuda_decode.cu
- * (decode attention, split-K + LSE merge) and okv_cuda_ops.cu (rotate, append,
- * demote, dequantize, prefill, moments). The benchmark (bench/cuda) links these
+ * Host glue (okv_cuda_backend.cu) owns the state and the validation order; kernels
+ * live in okv_cuda_decode.cu (decode attention, split-K + LSE merge) and
+ * okv_cuda_ops.cu (rotate, append, demote, dequantize, prefill, moments, and the
+ * launchers of the device-side validation shared with the HIP backend in
+ * backends/common/okv_gpu_validate.h). The benchmark (bench/cuda) links these
  * sources directly and also reaches the BF16-cache decode path through
  * okvc_decode_launch with bf16_only = 1.
  */
@@ -15,6 +17,7 @@
 #include <stdint.h>
 
 #include "backend_iface.h"
+#include "../common/okv_gpu_validate.h"
 
 typedef struct okvc_state {
     int device;
@@ -23,7 +26,9 @@ typedef struct okvc_state {
     int num_sms;
     int max_smem_optin;
     int cc_major, cc_minor;
-    int *d_status; /* device word: bit 0 metadata overflow, bit 1 non-finite row */
+    int *d_status;    /* device status word: OKV_GPU_FLAG_* bits */
+    int trust_inputs; /* OKV_CUDA_TRUST_INPUTS=1: no validation, no host sync in ops */
+    int *h_status;    /* pinned host copy of the status word */
 } okvc_state_t;
 
 /* Device-side description of one layer's cache (plain pointers). */
@@ -37,6 +42,9 @@ typedef struct okvc_cache {
     unsigned long long int2_page_bytes;
     unsigned short *bf16_pool; /* bf16 bits */
     unsigned long long bf16_page_elems;
+    /* validation only: capacities known on the host */
+    long long int2_cap, bf16_cap; /* int32 entries of the index buffers */
+    int int2_pool_pages, bf16_pool_pages;
 } okvc_cache_t;
 
 typedef struct okvc_decode_args {
@@ -71,10 +79,18 @@ size_t okvc_decode_workspace(const okvc_state_t *st, const okvc_decode_args_t *a
 int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args_t *a);
 
 /* okv_cuda_ops.cu; each returns a cudaError_t. */
+/* Device-side validation into st->d_status (modes: okv_gpu_validate.h). */
+int okvc_validate_launch(const okvc_state_t *st, const okvc_cache_t *c, int need_mode, int n, const int *aip,
+                         int row_mode, const int *rip, int n_rows);
+/* OKV_GPU_FLAG_NONFINITE when one of the n elements of x (f32/f16/bf16) is NaN or Inf. */
+int okvc_check_finite_launch(const okvc_state_t *st, const void *x, int dtype, size_t n);
+/* commit 0: dry run (status bits only, nothing written; skipped when the status word
+ * already holds OKV_GPU_FLAG_BAD_INDEX); 1: store rows and lengths (a row whose
+ * metadata overflows or whose rotation is not finite is skipped and flagged). */
 int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *c, const void *k, const void *v, int dtype,
                        const int *append_indptr, int n_rows, const float *krot, const float *vrot, int per_head,
-                       float kclip, float vclip, const float *kbias /* NULL: none */);
-int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *c, int n_rows, float kclip, float vclip);
+                       float kclip, float vclip, const float *kbias /* NULL: none */, int commit);
+int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *c, int n_rows, float kclip, float vclip, int commit);
 int okvc_rotate_launch(const okvc_state_t *st, const void *x, int xd, void *out, int od, const float *R, int n_rows,
                        int n_heads, int d, int per_head, int hg, int transpose, const float *bias /* NULL: none */);
 int okvc_dequantize_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *out_indptr, int out_rows,

@@ -4,10 +4,27 @@
  *
  * Every CUDA call is checked; a failure returns OKV_ERROR_DEVICE with the CUDA
  * error string in err. Ops enqueue on the context's stream (the caller's
- * native_stream, or one created here) and never allocate or synchronize, so they
- * can be captured in a CUDA graph. Data-dependent failures inside kernels
- * (metadata overflow, non-finite rotated rows) are recorded in a device status
- * word and reported by the next synchronize.
+ * native_stream, or one created here) and never allocate.
+ *
+ * Validation. Like the reference, a failing op returns its status and writes
+ * nothing. Every op first enqueues the device-side checks of the data it reads
+ * (backends/common/okv_gpu_validate.h, shared with the HIP backend): page tables,
+ * lengths and indptr arrays (one block per sequence) and NaN/Inf in its float
+ * inputs, into a device status word; append and demote then enqueue a dry run
+ * (commit = 0) of their kernels that only detects metadata overflow and rotated
+ * rows that overflow (skipped by the kernels when the tables were found bad). The
+ * host reads the status word back with ONE stream synchronisation per op, maps it to
+ * OKV_ERROR_INVALID_ARGUMENT / OKV_ERROR_NONFINITE_INPUT /
+ * OKV_ERROR_METADATA_OVERFLOW, and only then enqueues the real work (append and
+ * demote: the commit = 1 pass), which returns without waiting.
+ *
+ * OKV_CUDA_TRUST_INPUTS=1 (read at context creation; like OKV_OPENCL_TRUST_INPUTS)
+ * skips all of that: no validation kernels, no dry run, no host synchronisation, so
+ * every op can be captured in a CUDA graph. Inputs must then be valid: a page index
+ * outside its pool is NOT detected (kernels would read or write out of bounds).
+ * Append/demote still refuse to store a row whose metadata overflows or whose
+ * rotation is not finite; that row is skipped, a bit is set in the status word and
+ * the next synchronize returns the error (other rows of the call are stored).
  */
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -145,11 +162,15 @@ okv_status_t cu_create(int32_t device, void *native_stream, void **state, okv_er
     }
     e = cudaMalloc((void **)&st->d_status, 16);
     if (e == cudaSuccess) e = cudaMemset(st->d_status, 0, 16);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&st->h_status, sizeof(int));
     if (e != cudaSuccess) {
+        if (st->d_status) cudaFree(st->d_status);
         if (st->own_stream) cudaStreamDestroy(st->stream);
         free(st);
         return cuda_fail(err, e, "status word");
     }
+    const char *ti = getenv("OKV_CUDA_TRUST_INPUTS");
+    st->trust_inputs = ti && *ti && *ti != '0';
     *state = st;
     return OKV_SUCCESS;
 }
@@ -162,6 +183,7 @@ void cu_destroy(void *state)
     cudaStreamSynchronize(st->stream);
     if (st->own_stream) cudaStreamDestroy(st->stream);
     cudaFree(st->d_status);
+    cudaFreeHost(st->h_status);
     free(st);
 }
 
@@ -212,9 +234,9 @@ okv_status_t cu_synchronize(void *state, okv_err_t *err)
     CK(cudaStreamSynchronize(st->stream), "cudaStreamSynchronize");
     int flags = 0;
     CK(cudaMemcpy(&flags, st->d_status, sizeof flags, cudaMemcpyDeviceToHost), "status word");
-    if (flags) {
+    if (flags) { /* only with OKV_CUDA_TRUST_INPUTS: validated ops report their own failures */
         CK(cudaMemset(st->d_status, 0, sizeof flags), "status word reset");
-        if (flags & 1)
+        if (flags & OKV_GPU_FLAG_META_OVERFLOW)
             return fail(err, OKV_ERROR_METADATA_OVERFLOW,
                         "cuda: an earlier append/demote met a row whose scale/offset does not fit the metadata type "
                         "(row not written)");
@@ -222,6 +244,13 @@ okv_status_t cu_synchronize(void *state, okv_err_t *err)
                     "cuda: an earlier append met a non-finite rotated row (row not written)");
     }
     return OKV_SUCCESS;
+}
+
+/* int32 entries a ref holds from its offset to the end of its buffer. */
+long long i32_cap(okv_ref_t r)
+{
+    if (!r.buffer || r.offset > r.buffer->bytes) return 0;
+    return (long long)((r.buffer->bytes - r.offset) / sizeof(int32_t));
 }
 
 /* ---- cache view -> device description ---- */
@@ -252,6 +281,10 @@ void cache_from_view(const okv_cache_view_t *v, okvc_cache_t *c)
     c->int2_page_bytes = okv_int2_page_bytes(c->hkv, c->page, c->d, c->group, c->meta_dtype);
     c->bf16_pool = (unsigned short *)okv_ref_ptr(v->bf16_pool);
     c->bf16_page_elems = okv_bf16_page_bytes(c->hkv, c->page, c->d) / 2;
+    c->int2_cap = i32_cap(v->int2_indices);
+    c->bf16_cap = i32_cap(v->bf16_indices);
+    c->int2_pool_pages = v->int2_pool.buffer ? v->int2_pool_pages : 0;
+    c->bf16_pool_pages = v->bf16_pool.buffer ? v->bf16_pool_pages : 0;
 }
 
 okv_status_t launched(okv_err_t *err, int e, const char *what)
@@ -260,11 +293,73 @@ okv_status_t launched(okv_err_t *err, int e, const char *what)
     return OKV_SUCCESS;
 }
 
+/* ---- validation (skipped entirely with OKV_CUDA_TRUST_INPUTS) ---- */
+/* Starts a validated op: refuses a stream under CUDA-graph capture (the status
+ * read-back would invalidate the capture) before enqueuing anything, then clears
+ * the status word. */
+okv_status_t flags_clear(okvc_state_t *st, okv_err_t *err)
+{
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    CK(cudaStreamIsCapturing(st->stream, &cs), "cudaStreamIsCapturing");
+    if (cs != cudaStreamCaptureStatusNone)
+        return fail(err, OKV_ERROR_UNSUPPORTED,
+                    "cuda: the stream is being captured into a CUDA graph, and validated ops read a status word "
+                    "back from the device; set OKV_CUDA_TRUST_INPUTS=1 (before creating the context) to capture");
+    CK(cudaMemsetAsync(st->d_status, 0, sizeof(int), st->stream), "status word reset");
+    return OKV_SUCCESS;
+}
+
+/* The one synchronisation of a validated op: waits for the checks (and dry run)
+ * enqueued so far and turns the status word into a status. */
+okv_status_t flags_check(okvc_state_t *st, const char *op, okv_err_t *err)
+{
+    *st->h_status = 0;
+    CK(cudaMemcpyAsync(st->h_status, st->d_status, sizeof(int), cudaMemcpyDeviceToHost, st->stream), "status word");
+    CK(cudaStreamSynchronize(st->stream), "status word (synchronize)");
+    const int f = *st->h_status;
+    if (!f) return OKV_SUCCESS;
+    CK(cudaMemsetAsync(st->d_status, 0, sizeof(int), st->stream), "status word reset");
+    if (f & OKV_GPU_FLAG_BAD_INDEX)
+        return fail(err, OKV_ERROR_INVALID_ARGUMENT,
+                    "cuda %s: invalid page table, lengths or indptr (page index outside its pool, too few pages, "
+                    "non-monotone indptr or inconsistent seq_len/int2_len)",
+                    op);
+    if (f & OKV_GPU_FLAG_NONFINITE)
+        return fail(err, OKV_ERROR_NONFINITE_INPUT,
+                    "cuda %s: NaN or Inf in the input data (or a rotated row overflows)", op);
+    return fail(err, OKV_ERROR_METADATA_OVERFLOW, "cuda %s: a group's scale/offset does not fit the metadata type", op);
+}
+
+okv_status_t validate(okvc_state_t *st, const okvc_cache_t *c, int need_mode, int n, const int *aip, int row_mode,
+                      const int *rip, int n_rows, okv_err_t *err)
+{
+    return launched(err, okvc_validate_launch(st, c, need_mode, n, aip, row_mode, rip, n_rows), "validation");
+}
+
+okv_status_t finite(okvc_state_t *st, okv_ref_t x, okv_dtype_t dt, size_t n, okv_err_t *err)
+{
+    return launched(err, okvc_check_finite_launch(st, okv_ref_ptr(x), (int)dt, n), "finite check");
+}
+
+#define TRY(x)                                                                                                         \
+    do {                                                                                                               \
+        okv_status_t s_ = (x);                                                                                         \
+        if (s_ != OKV_SUCCESS) return s_;                                                                              \
+    } while (0)
+
 okv_status_t cu_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
+    if (!st->trust_inputs) {
+        const size_t d = (size_t)p->head_dim;
+        const size_t n_rot = p->per_head ? (size_t)(p->n_heads / (p->head_group > 0 ? p->head_group : 1)) : 1;
+        TRY(flags_clear(st, err));
+        TRY(finite(st, p->x, p->x_dtype, (size_t)p->n_rows * p->n_heads * d, err));
+        TRY(finite(st, p->rotation, OKV_DTYPE_F32, n_rot * d * d, err));
+        TRY(finite(st, p->bias, OKV_DTYPE_F32, n_rot * d, err));
+        TRY(flags_check(st, "rotate", err));
+    }
     return launched(err,
                     okvc_rotate_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,
                                        (const float *)okv_ref_ptr(p->rotation), p->n_rows, p->n_heads, p->head_dim,
@@ -272,42 +367,75 @@ okv_status_t cu_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err
                     "rotate");
 }
 
+/* Validated: tables + indptr, NaN/Inf in k, v, rotations, k_bias, then the dry run,
+ * one synchronisation, then the commit pass. */
 okv_status_t cu_append(void *state, const okv_append_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
     okvc_cache_t c;
     cache_from_view(&p->cache, &c);
+    if (c.batch <= 0) return OKV_SUCCESS;
+    const int *aip = (const int *)okv_ref_ptr(p->append_indptr);
+    const void *k = okv_ref_ptr(p->k), *v = okv_ref_ptr(p->v);
+    const float *kr = (const float *)okv_ref_ptr(p->k_rotation), *vr = (const float *)okv_ref_ptr(p->v_rotation);
+    const float *kb = (const float *)okv_ref_ptr(p->k_bias);
+    if (!st->trust_inputs) {
+        const size_t d = (size_t)c.d, nh = p->per_head_rotation ? (size_t)c.hkv : 1;
+        const size_t n = (size_t)p->n_rows * c.hkv * d;
+        TRY(flags_clear(st, err));
+        TRY(validate(st, &c, OKV_GPU_NEED_APPEND, 0, aip, OKV_GPU_ROWS_EXACT, aip, p->n_rows, err));
+        TRY(finite(st, p->k, p->kv_dtype, n, err));
+        TRY(finite(st, p->v, p->kv_dtype, n, err));
+        TRY(finite(st, p->k_rotation, OKV_DTYPE_F32, nh * d * d, err));
+        TRY(finite(st, p->v_rotation, OKV_DTYPE_F32, nh * d * d, err));
+        TRY(finite(st, p->k_bias, OKV_DTYPE_F32, nh * d, err));
+        TRY(launched(err,
+                     okvc_append_launch(st, &c, k, v, (int)p->kv_dtype, aip, p->n_rows, kr, vr, p->per_head_rotation,
+                                        p->k_clip_ratio, p->v_clip_ratio, kb, 0),
+                     "append (dry run)"));
+        TRY(flags_check(st, "append", err));
+    }
     return launched(err,
-                    okvc_append_launch(st, &c, okv_ref_ptr(p->k), okv_ref_ptr(p->v), (int)p->kv_dtype,
-                                       (const int *)okv_ref_ptr(p->append_indptr), p->n_rows,
-                                       (const float *)okv_ref_ptr(p->k_rotation),
-                                       (const float *)okv_ref_ptr(p->v_rotation), p->per_head_rotation, p->k_clip_ratio,
-                                       p->v_clip_ratio, (const float *)okv_ref_ptr(p->k_bias)),
+                    okvc_append_launch(st, &c, k, v, (int)p->kv_dtype, aip, p->n_rows, kr, vr, p->per_head_rotation,
+                                       p->k_clip_ratio, p->v_clip_ratio, kb, 1),
                     "append");
 }
 
 okv_status_t cu_demote(void *state, const okv_demote_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
     okvc_cache_t c;
     cache_from_view(&p->cache, &c);
-    return launched(err, okvc_demote_launch(st, &c, p->n_rows, p->k_clip_ratio, p->v_clip_ratio), "demote");
+    if (c.batch <= 0) return OKV_SUCCESS;
+    const int n = p->n_rows > 0 ? p->n_rows : 0;
+    if (!st->trust_inputs) {
+        /* the current lengths are checked before the target is computed from them */
+        TRY(flags_clear(st, err));
+        TRY(validate(st, &c, OKV_GPU_NEED_DEMOTE, n, nullptr, OKV_GPU_ROWS_NONE, nullptr, 0, err));
+        TRY(launched(err, okvc_demote_launch(st, &c, n, p->k_clip_ratio, p->v_clip_ratio, 0), "demote (dry run)"));
+        TRY(flags_check(st, "demote", err));
+    }
+    return launched(err, okvc_demote_launch(st, &c, n, p->k_clip_ratio, p->v_clip_ratio, 1), "demote");
 }
 
 okv_status_t cu_dequantize(void *state, const okv_dequantize_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
     okvc_cache_t c;
     cache_from_view(&p->cache, &c);
+    if (c.batch <= 0) return OKV_SUCCESS;
+    const int *oip = (const int *)okv_ref_ptr(p->out_indptr);
+    if (!st->trust_inputs) {
+        TRY(flags_clear(st, err));
+        TRY(validate(st, &c, OKV_GPU_NEED_CURRENT, 0, nullptr, OKV_GPU_ROWS_OUT, oip, p->out_rows, err));
+        TRY(flags_check(st, "dequantize", err));
+    }
     return launched(err,
-                    okvc_dequantize_launch(st, &c, (const int *)okv_ref_ptr(p->out_indptr), p->out_rows,
-                                           okv_ref_ptr(p->k_out), okv_ref_ptr(p->v_out), (int)p->out_dtype),
+                    okvc_dequantize_launch(st, &c, oip, p->out_rows, okv_ref_ptr(p->k_out), okv_ref_ptr(p->v_out),
+                                           (int)p->out_dtype),
                     "dequantize");
 }
 
@@ -344,13 +472,21 @@ okv_status_t cu_decode_workspace(void *state, const okv_decode_params_t *p, size
 okv_status_t cu_decode(void *state, const okv_decode_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
     okvc_decode_args_t a;
     decode_args(p, &a);
-    if (a.c.batch == 0) return OKV_SUCCESS;
+    if (a.c.batch <= 0) return OKV_SUCCESS;
     if (a.workspace_bytes < okvc_decode_workspace(st, &a))
         return fail(err, OKV_ERROR_BAD_SHAPE, "cuda: decode workspace too small");
+    if (!st->trust_inputs) {
+        const size_t d = (size_t)a.c.d;
+        TRY(flags_clear(st, err));
+        TRY(validate(st, &a.c, OKV_GPU_NEED_CURRENT, 0, nullptr, OKV_GPU_ROWS_NONE, nullptr, 0, err));
+        TRY(finite(st, p->q, p->q_dtype, (size_t)a.c.batch * a.c.hq * d, err));
+        if (p->unrotate_output)
+            TRY(finite(st, p->v_rotation, OKV_DTYPE_F32, (p->per_head_rotation ? (size_t)a.c.hkv : 1) * d * d, err));
+        TRY(flags_check(st, "decode", err));
+    }
     return launched(err, okvc_decode_launch(st, &a), "decode attention");
 }
 
@@ -366,22 +502,38 @@ okv_status_t cu_prefill_workspace(void *state, const okv_prefill_params_t *p, si
 okv_status_t cu_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
     okvc_cache_t c;
     cache_from_view(&p->cache, &c);
+    if (c.batch <= 0) return OKV_SUCCESS;
+    const int *qip = (const int *)okv_ref_ptr(p->q_indptr);
+    if (!st->trust_inputs) {
+        const size_t d = (size_t)c.d;
+        TRY(flags_clear(st, err));
+        TRY(validate(st, &c, OKV_GPU_NEED_CURRENT, 0, nullptr, OKV_GPU_ROWS_EXACT, qip, p->n_rows, err));
+        TRY(finite(st, p->q, p->in_dtype, (size_t)p->n_rows * c.hq * d, err));
+        TRY(finite(st, p->k_new, p->in_dtype, (size_t)p->n_rows * c.hkv * d, err));
+        TRY(finite(st, p->v_new, p->in_dtype, (size_t)p->n_rows * c.hkv * d, err));
+        TRY(flags_check(st, "prefill", err));
+    }
     return launched(err,
-                    okvc_prefill_launch(st, &c, (const int *)okv_ref_ptr(p->q_indptr), p->n_rows, okv_ref_ptr(p->q),
-                                        okv_ref_ptr(p->k_new), okv_ref_ptr(p->v_new), (int)p->in_dtype,
-                                        okv_ref_ptr(p->out), (int)p->out_dtype, p->sm_scale),
+                    okvc_prefill_launch(st, &c, qip, p->n_rows, okv_ref_ptr(p->q), okv_ref_ptr(p->k_new),
+                                        okv_ref_ptr(p->v_new), (int)p->in_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,
+                                        p->sm_scale),
                     "prefill attention");
 }
 
 okv_status_t cu_moments(void *state, const okv_moments_params_t *p, okv_err_t *err)
 {
     okvc_state_t *st = S(state);
-    okv_status_t s = set_device(st, err);
-    if (s != OKV_SUCCESS) return s;
+    TRY(set_device(st, err));
+    if (!st->trust_inputs) {
+        const size_t rows = (size_t)p->n_rows * p->n_heads;
+        TRY(flags_clear(st, err));
+        TRY(finite(st, p->x, p->x_dtype, rows * p->head_dim, err));
+        TRY(finite(st, p->weights, OKV_DTYPE_F32, rows, err));
+        TRY(flags_check(st, "moments", err));
+    }
     return launched(err,
                     okvc_moments_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype, (const float *)okv_ref_ptr(p->weights),
                                         okv_ref_ptr(p->acc), (int)p->acc_dtype, p->n_rows, p->n_heads, p->head_dim,

@@ -7,9 +7,13 @@
  * the packing, so the stored bytes follow the shared format text; the clip
  * threshold is the exact order statistic (radix select over the float bits of
  * |x| with warp ballots) or the 7-step bisection of the format header.
- * Data-dependent failures (metadata overflow, non-finite rotated rows) cannot be
- * returned by an asynchronous op: they set a flag in the context's device status
- * word and the row is not written; the next synchronize reports the error.
+ * Data-dependent failures (metadata overflow, non-finite rotated rows) set a bit in
+ * the context's device status word. Append and demote run twice: a dry run
+ * (commit = 0) that only sets those bits, which the host reads back before the
+ * commit pass (commit = 1) stores anything; with OKV_CUDA_TRUST_INPUTS only the
+ * commit pass runs, skips a failing row and the next synchronize reports it.
+ * The validation kernels themselves are shared with the HIP backend
+ * (backends/common/okv_gpu_validate.h); their launchers are at the end.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -107,11 +111,12 @@ __device__ __forceinline__ void rotate_row(const float *xs, const float *R, int 
 }
 
 /* Quantize one clipped row held as x[i] (channel lane + 32 i); writes packed codes
- * and metadata at the given global addresses. Returns 0 (writing nothing) on
- * metadata overflow. codes_s: d bytes of per-warp scratch. */
+ * and metadata at the given global addresses when commit. Returns 0 (writing
+ * nothing) on metadata overflow. codes_s: d bytes of per-warp scratch. */
 template <int NPL>
 __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip_mode, int quantizer, int meta_dtype,
-                            unsigned char *codes_out, unsigned char *meta_out, unsigned char *codes_s, int lane)
+                            unsigned char *codes_out, unsigned char *meta_out, unsigned char *codes_s, int lane,
+                            int commit)
 {
     /* ---- clip threshold ---- */
     const int k = (int)floorf(ratio * (float)d);
@@ -192,7 +197,7 @@ __device__ int quantize_row(float (&x)[NPL], int d, int G, float ratio, int clip
         sc[j] = s;
         lo[j] = l;
     }
-    if (!fits) return 0;
+    if (!fits || !commit) return fits;
         /* ---- codes, packing ---- */
 #pragma unroll
     for (int i = 0; i < NPL; ++i) {
@@ -248,15 +253,22 @@ __device__ __forceinline__ unsigned char *int2_page(const okvc_cache_t &c, int b
 
 constexpr int WPB = 8; /* warps per block */
 
+/* A dry run after a failed validation reads nothing through the page tables. */
+__device__ __forceinline__ bool dry_run_skipped(int commit, const int *status)
+{
+    return !commit && (*(const volatile int *)status & OKV_GPU_FLAG_BAD_INDEX);
+}
+
 /* Demotion: recent rows [S0 + I, S0 + after) of each sequence into INT2.
  * mode 0 (append): after = okv_int2_len_after(L, I, n_new); mode 1 (demote): I + min(recent, n_rows). */
 template <int NPL>
-__global__ void __launch_bounds__(WPB * 32)
-    demote_kernel(okvc_cache_t c, const int *append_indptr, int n_rows, float kclip, float vclip, int *status)
+__global__ void __launch_bounds__(WPB * 32) demote_kernel(okvc_cache_t c, const int *append_indptr, int n_rows,
+                                                          float kclip, float vclip, int *status, int commit)
 {
     __shared__ unsigned char cs[WPB][NPL * 32];
     __shared__ float xs_unused[1];
     (void)xs_unused;
+    if (dry_run_skipped(commit, status)) return;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int b = blockIdx.y;
     const int item = blockIdx.x * WPB + warp; /* (row, kv, head) */
@@ -284,8 +296,8 @@ __global__ void __launch_bounds__(WPB * 32)
     if (!quantize_row<NPL>(x, d, c.group, kv ? vclip : kclip, c.clip_mode, c.quantizer, c.meta_dtype,
                            pg + okv_int2_codes_offset(c.hkv, c.page, d, kv, head, slot),
                            pg + okv_int2_meta_offset(c.hkv, c.page, d, c.group, c.meta_dtype, kv, head, slot), cs[warp],
-                           lane))
-        if (lane == 0) atomicOr(status, 1);
+                           lane, commit))
+        if (lane == 0) atomicOr(status, OKV_GPU_FLAG_META_OVERFLOW);
 }
 
 /* New rows: rotate, then quantize into INT2 or store bf16 into the sink / ring. */
@@ -293,8 +305,9 @@ template <int NPL>
 __global__ void __launch_bounds__(WPB * 32)
     place_kernel(okvc_cache_t c, const void *k, const void *v, int dtype, const int *append_indptr, int n_rows,
                  const float *krot, const float *vrot, int per_head, float kclip, float vclip, const float *kbias,
-                 int *status)
+                 int *status, int commit)
 {
+    if (dry_run_skipped(commit, status)) return;
     __shared__ unsigned char cs[WPB][NPL * 32];
     __shared__ float xs[WPB][NPL * 32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -322,7 +335,7 @@ __global__ void __launch_bounds__(WPB * 32)
     for (int i = 0; i < NPL; ++i)
         bad |= !isfinite(y[i]) || (!to_int2 && !isfinite(__bfloat162float(__float2bfloat16_rn(y[i]))));
     if (__any_sync(0xffffffffu, bad)) {
-        if (lane == 0) atomicOr(status, 2);
+        if (lane == 0) atomicOr(status, OKV_GPU_FLAG_NONFINITE);
         return;
     }
     if (to_int2) {
@@ -331,9 +344,9 @@ __global__ void __launch_bounds__(WPB * 32)
         if (!quantize_row<NPL>(y, d, c.group, kv ? vclip : kclip, c.clip_mode, c.quantizer, c.meta_dtype,
                                pg + okv_int2_codes_offset(c.hkv, c.page, d, kv, head, slot),
                                pg + okv_int2_meta_offset(c.hkv, c.page, d, c.group, c.meta_dtype, kv, head, slot),
-                               cs[warp], lane))
-            if (lane == 0) atomicOr(status, 1);
-    } else {
+                               cs[warp], lane, commit))
+            if (lane == 0) atomicOr(status, OKV_GPU_FLAG_META_OVERFLOW);
+    } else if (commit) {
         unsigned short *dst = bf16_row_ptr(c, b, p, kv, head);
 #pragma unroll
         for (int i = 0; i < NPL; ++i)
@@ -543,42 +556,57 @@ __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, in
         }                                                                                                              \
     } while (0)
 
+extern "C" int okvc_validate_launch(const okvc_state_t *st, const okvc_cache_t *c, int need_mode, int n, const int *aip,
+                                    int row_mode, const int *rip, int n_rows)
+{
+    okv_gpu_validate_enqueue(st->stream, *c, need_mode, n, aip, row_mode, rip, n_rows, st->d_status);
+    return cudaGetLastError();
+}
+
+extern "C" int okvc_check_finite_launch(const okvc_state_t *st, const void *x, int dtype, size_t n)
+{
+    okv_gpu_finite_enqueue(st->stream, x, dtype, n, st->d_status);
+    return cudaGetLastError();
+}
+
 extern "C" int okvc_append_launch(const okvc_state_t *st, const okvc_cache_t *cp, const void *k, const void *v,
                                   int dtype, const int *append_indptr, int n_rows, const float *krot, const float *vrot,
-                                  int per_head, float kclip, float vclip, const float *kbias)
+                                  int per_head, float kclip, float vclip, const float *kbias, int commit)
 {
     const okvc_cache_t c = *cp;
     if (c.batch == 0) return cudaSuccess;
     const int maxdem = c.w + c.f;
     dim3 g1((maxdem * 2 * c.hkv + WPB - 1) / WPB, c.batch);
-    OKV_BY_NPL(c.d,
-               (demote_kernel<NPL><<<g1, WPB * 32, 0, st->stream>>>(c, append_indptr, 0, kclip, vclip, st->d_status)));
+    OKV_BY_NPL(c.d, (demote_kernel<NPL>
+                     <<<g1, WPB * 32, 0, st->stream>>>(c, append_indptr, 0, kclip, vclip, st->d_status, commit)));
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
     if (n_rows > 0) {
         const long long items = (long long)n_rows * 2 * c.hkv;
         const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
-        OKV_BY_NPL(
-            c.d, (place_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, k, v, dtype, append_indptr, n_rows, krot, vrot,
-                                                                     per_head, kclip, vclip, kbias, st->d_status)));
+        OKV_BY_NPL(c.d, (place_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, k, v, dtype, append_indptr, n_rows, krot,
+                                                                            vrot, per_head, kclip, vclip, kbias,
+                                                                            st->d_status, commit)));
         e = cudaGetLastError();
         if (e != cudaSuccess) return e;
     }
+    if (!commit) return cudaSuccess;
     lens_kernel<<<(c.batch + 127) / 128, 128, 0, st->stream>>>(c, append_indptr, n_rows);
     return cudaGetLastError();
 }
 
-extern "C" int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *cp, int n_rows, float kclip, float vclip)
+extern "C" int okvc_demote_launch(const okvc_state_t *st, const okvc_cache_t *cp, int n_rows, float kclip, float vclip,
+                                  int commit)
 {
     const okvc_cache_t c = *cp;
     if (c.batch == 0 || n_rows <= 0) return cudaSuccess;
     int maxdem = c.w + c.f;
     if (n_rows < maxdem) maxdem = n_rows;
     dim3 g1((maxdem * 2 * c.hkv + WPB - 1) / WPB, c.batch);
-    OKV_BY_NPL(c.d,
-               (demote_kernel<NPL><<<g1, WPB * 32, 0, st->stream>>>(c, nullptr, n_rows, kclip, vclip, st->d_status)));
+    OKV_BY_NPL(c.d, (demote_kernel<NPL>
+                     <<<g1, WPB * 32, 0, st->stream>>>(c, nullptr, n_rows, kclip, vclip, st->d_status, commit)));
     cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess) return e;
+    if (e != cudaSuccess || !commit) return e;
     lens_kernel<<<(c.batch + 127) / 128, 128, 0, st->stream>>>(c, nullptr, n_rows);
     return cudaGetLastError();
 }

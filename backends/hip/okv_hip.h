@@ -4,7 +4,8 @@
  * okv_hip_backend.hip: runtime glue, validation order, function table.
  * okv_hip_kernels.hip: every kernel and its launcher (rotate, validate, finite
  * check, append/demote, dequantize, decode split + merge, prefill, moments) and the
- * CDNA MFMA score path with its start-up self-test.
+ * CDNA MFMA score path with its start-up self-test. The validate and finite-check
+ * kernels are shared with the CUDA backend (backends/common/okv_gpu_validate.h).
  * Launchers return a hipError_t (cudaError_t in the NVIDIA build) as an int.
  */
 #ifndef OKV_HIP_H
@@ -14,11 +15,13 @@
 #include <stdint.h>
 
 #include "backend_iface.h"
+#include "../common/okv_gpu_validate.h"
 
-/* Device status-word bits (data-dependent failures found by kernels). */
-#define OKVH_FLAG_META_OVERFLOW 1
-#define OKVH_FLAG_NONFINITE 2
-#define OKVH_FLAG_BAD_INDEX 4
+/* Device status-word bits (data-dependent failures found by kernels), shared with
+ * the CUDA backend (backends/common/okv_gpu_validate.h). */
+#define OKVH_FLAG_META_OVERFLOW OKV_GPU_FLAG_META_OVERFLOW
+#define OKVH_FLAG_NONFINITE OKV_GPU_FLAG_NONFINITE
+#define OKVH_FLAG_BAD_INDEX OKV_GPU_FLAG_BAD_INDEX
 
 typedef struct okvh_state {
     int device;
@@ -51,9 +54,9 @@ typedef struct okvh_cache {
 extern "C" {
 #endif
 
-/* Validation kernels: set OKVH_FLAG_BAD_INDEX in st->d_flags.
- * need_mode 0: INT2 pages for the current int2_lens; 1: for okv_int2_len_after with
- * the rows of aip; 2: for int2_len + min(recent, n) (demote).
+/* Validation kernels (backends/common/okv_gpu_validate.h): set OKVH_FLAG_BAD_INDEX
+ * in st->d_flags. need_mode 0: INT2 pages for the current int2_lens; 1: for
+ * okv_int2_len_after with the rows of aip; 2: for int2_len + min(recent, n) (demote).
  * row_mode 0: none; 1: rip is an append/q indptr ending at n_rows; 2: rip is an
  * out_indptr with >= seq_len rows per sequence and rip[batch] <= n_rows. */
 int okvh_validate_launch(const okvh_state_t *st, const okvh_cache_t *c, int need_mode, int n, const int *aip,

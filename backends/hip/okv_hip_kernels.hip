@@ -238,59 +238,6 @@ __device__ int quantize_row(float (&x)[D / OKV_WAVE], int G, float ratio, int cl
     return 1;
 }
 
-/* ------------------------------------------------------------- validation -- */
-__global__ void validate_kernel(okvh_cache_t c, int need_mode, int n, const int *aip, int row_mode, const int *rip,
-                                int n_rows, int *flags)
-{
-    const int b = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (b >= c.batch) return;
-    int bad = 0;
-    const int *i2p = c.int2_indptr, *bfp = c.bf16_indptr;
-    if (i2p[0] < 0 || bfp[0] < 0) bad = 1;
-    const int i2a = i2p[b], i2b = i2p[b + 1], bfa = bfp[b], bfb = bfp[b + 1];
-    if (i2a < 0 || bfa < 0 || i2b < i2a || bfb < bfa) bad = 1;
-    if ((long long)i2b > c.int2_cap || (long long)bfb > c.bf16_cap) bad = 1;
-    if (!bad) {
-        for (int j = i2a; j < i2b; ++j)
-            if (c.int2_indices[j] < 0 || c.int2_indices[j] >= c.int2_pool_pages) bad = 1;
-        for (int j = bfa; j < bfb; ++j)
-            if (c.bf16_indices[j] < 0 || c.bf16_indices[j] >= c.bf16_pool_pages) bad = 1;
-    }
-    const int t = c.seq_lens[b], i2 = c.int2_lens[b];
-    const int max_i2 = t > c.s0 ? t - c.s0 : 0;
-    if (t < 0 || i2 < 0 || i2 > max_i2) bad = 1;
-    if (t > c.s0 && t - c.s0 - i2 > c.w + c.f - 1) bad = 1;
-    const int bf_need = (okv_bf16_tier_slots(c.s0, c.w, c.f) + c.page - 1) / c.page;
-    if (bfb - bfa < bf_need) bad = 1;
-    long long need = i2;
-    if (!bad && need_mode == 1) {
-        const int nn = aip[b + 1] - aip[b];
-        if (aip[0] < 0 || nn < 0 || (long long)t + nn > 2147483647LL)
-            bad = 1;
-        else
-            need = okv_int2_len_after(t, i2, nn, c.s0, c.w, c.f);
-    } else if (!bad && need_mode == 2) {
-        int recent = t - c.s0 - i2;
-        if (recent < 0) recent = 0;
-        need = (long long)i2 + (recent < n ? recent : n);
-    }
-    if (!bad && (long long)(i2b - i2a) * c.page < need) bad = 1;
-    if (row_mode) {
-        if (rip[0] < 0 || rip[b + 1] < rip[b]) bad = 1;
-        if (row_mode == 1 && b == c.batch - 1 && rip[c.batch] != n_rows) bad = 1;
-        if (row_mode == 2 && ((long long)rip[b + 1] - rip[b] < (long long)t || rip[c.batch] > n_rows)) bad = 1;
-    }
-    if (bad) atomicOr(flags, OKVH_FLAG_BAD_INDEX);
-}
-
-__global__ void finite_kernel(const void *x, int dtype, size_t n, int *flags)
-{
-    int bad = 0;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        if (!finite_f(ld_any(x, dtype, i))) bad = 1;
-    if (bad) atomicOr(flags, OKVH_FLAG_NONFINITE);
-}
-
 /* ----------------------------------------------------------------- rotate -- */
 /* y[i] (channel lane + WAVE*i) = sum_k xs[k] R[k][ch] (or R[ch][k] when transpose). */
 template <int D>
@@ -795,20 +742,13 @@ static int okvh_bad_dim(int d) { return d != 64 && d != 128 && d != 256; }
 extern "C" int okvh_validate_launch(const okvh_state_t *st, const okvh_cache_t *c, int need_mode, int n, const int *aip,
                                     int row_mode, const int *rip, int n_rows)
 {
-    if (c->batch <= 0) return hipSuccess;
-    const int threads = 128;
-    OKVH_LAUNCH(validate_kernel, (c->batch + threads - 1) / threads, threads, S(st), *c, need_mode, n, aip, row_mode,
-                rip, n_rows, st->d_flags);
+    okv_gpu_validate_enqueue(S(st), *c, need_mode, n, aip, row_mode, rip, n_rows, st->d_flags);
     return hipGetLastError();
 }
 
 extern "C" int okvh_check_finite_launch(const okvh_state_t *st, const void *x, int dtype, size_t n)
 {
-    if (!x || n == 0) return hipSuccess;
-    const int threads = 256;
-    size_t blocks = (n + threads - 1) / threads;
-    if (blocks > 4096) blocks = 4096;
-    OKVH_LAUNCH(finite_kernel, (unsigned)blocks, threads, S(st), x, dtype, n, st->d_flags);
+    okv_gpu_finite_enqueue(S(st), x, dtype, n, st->d_flags);
     return hipGetLastError();
 }
 
