@@ -20,7 +20,7 @@ b=${PREBUILT:-/tmp/okvb}
   nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv
   echo "== build"
   if [ -n "${PREBUILT:-}" ]; then echo "prebuilt $b"; else bench/cuda/build.sh $b || { echo BUILD FAILED; exit 1; }; fi
-  grep -h "registers\|spill" $b/obj/okv_cuda_decode.ptxas.txt | paste - - | sort | uniq -c | head -20
+  grep -h "registers\|spill" $b/obj/okv_cuda_decode.ptxas.txt 2>/dev/null | paste - - | sort | uniq -c | head -20; true
 } 2>&1 | tee "$log" || exit 1
 [ "$mode" = probe ] || {
   echo "== check"
