@@ -60,9 +60,13 @@ template <int D> struct Geo {
     static constexpr int RSB = 2 * D + 16; /* BF16 row stride (bytes) */
     static constexpr int SB = 2 * TTB * RSB;
 };
-template <int D, int NG, int META, int NST> struct GeoI {
+template <int NG, int META> struct MetaB {
     static constexpr int MSZ = META == OKV_FMT_META_F32 ? 4 : 2;
     static constexpr int MBMAX = NG * 2 * MSZ; /* meta bytes per row */
+};
+template <int D, int NG, int META, int NST> struct GeoI {
+    static constexpr int MSZ = MetaB<NG, META>::MSZ;
+    static constexpr int MBMAX = MetaB<NG, META>::MBMAX;
     static constexpr int SI = 2 * TT * Geo<D>::RS + 2 * TT * MBMAX;
     static constexpr int WARP_MIXED = (NST * SI > Geo<D>::SB ? NST * SI : Geo<D>::SB);
     static constexpr int NSTB_MIXED = WARP_MIXED / Geo<D>::SB;
@@ -168,12 +172,6 @@ __device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
     else
         ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
-__device__ __forceinline__ float ld_meta(const unsigned char *p, int meta_dtype)
-{
-    if (meta_dtype == OKV_FMT_META_F32) return *(const float *)p;
-    unsigned short h = *(const unsigned short *)p;
-    return meta_dtype == OKV_FMT_META_F16 ? __half2float(__ushort_as_half(h)) : __uint_as_float(((unsigned)h) << 16);
-}
 
 struct Ctx {
     int b, h, qh0, gh; /* sequence, KV head, first query head, query heads in this chunk */
@@ -233,7 +231,7 @@ __device__ __forceinline__ void load_int2_stage(unsigned char *st, const I2L &L,
 {
     constexpr int CPR = D / 64;
     constexpr int RS = Geo<D>::RS;
-    constexpr int MB = GeoI<D, NG, META, 1>::MBMAX;
+    constexpr int MB = MetaB<NG, META>::MBMAX;
     constexpr int UNIT = MB >= 16 ? 16 : MB;
     constexpr int UPR = MB / UNIT;
     constexpr int NQ = TT / 32;
@@ -341,7 +339,7 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
 {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int MT = D / 16;
-    constexpr int NST = MODE == 0 ? NS : 2;
+    constexpr int NST = NS; /* INT2 stages (MODE 0; unused in MODE 1) */
     constexpr int WARP_BYTES = MODE == 0 ? GeoI<D, NG, META, NS>::WARP_MIXED : NS * Geo<D>::SB;
     constexpr int NSTB = MODE == 0 ? GeoI<D, NG, META, NS>::NSTB_MIXED : NS;
     constexpr int G = D / NG;
@@ -792,31 +790,74 @@ __global__ void __launch_bounds__(NW * 32, (MODE == 0 && D == 128 && NG == 1) ? 
     }
 }
 
-/* Merge the partials of one (sequence, query head); optional o R^T. */
-template <int D> __global__ void __launch_bounds__(D) merge_kernel(okvc_decode_args_t a, int nsplit)
+/* Merge the partials of one (sequence, query head); optional o R^T. MSG split groups
+ * of D threads each: the split weights are computed once per block (in parallel over
+ * the splits) and every thread sums ~nsplit / MSG independent partial loads, so the
+ * merge is not a chain of nsplit dependent L2 round trips (batch 1 at 128K: 45 splits). */
+constexpr int MSG = 4;
+constexpr int MMAXS = 1024; /* okvc_decode_plan never returns more splits */
+template <int D> __global__ void __launch_bounds__(D *MSG) merge_kernel(okvc_decode_args_t a, int nsplit)
 {
+    __shared__ float fs[MMAXS];
+    __shared__ float red[D * MSG];
+    __shared__ float wred[D * MSG / 32];
     __shared__ float os[D];
     const okvc_cache_t &c = a.c;
     const size_t qi = blockIdx.x;
-    const int ch = threadIdx.x;
+    const int tid = threadIdx.x, ch = tid % D, sg = tid / D;
+    const int lane = tid & 31, wid = tid >> 5;
+    constexpr int NWM = D * MSG / 32;
     const float *wso = (const float *)a.workspace;
     const float *wsl = wso + (size_t)c.batch * c.hq * nsplit * D;
+    /* max of the partial lse */
     float M = NEG_INF;
-    for (int s = 0; s < nsplit; ++s)
+    for (int s = tid; s < nsplit; s += D * MSG)
         M = fmaxf(M, wsl[qi * nsplit + s]);
-    float sum = 0.f, acc = 0.f;
-    if (M != NEG_INF)
-        for (int s = 0; s < nsplit; ++s) {
-            const float ls = wsl[qi * nsplit + s];
-            if (ls == NEG_INF) continue;
-            const float f = exp2f(ls - M);
-            sum += f;
-            acc += f * wso[(qi * nsplit + s) * D + ch];
-        }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+    if (lane == 0) wred[wid] = M;
+    __syncthreads();
+    M = wred[0];
+#pragma unroll
+    for (int w = 1; w < NWM; ++w)
+        M = fmaxf(M, wred[w]);
+    __syncthreads();
+    /* weights f_s = 2^(lse_s - M) and their sum */
+    float sum = 0.f;
+    for (int s = tid; s < nsplit; s += D * MSG) {
+        const float ls = wsl[qi * nsplit + s];
+        const float f = (M == NEG_INF || ls == NEG_INF) ? 0.f : exp2f(ls - M);
+        fs[s] = f;
+        sum += f;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0) wred[wid] = sum;
+    __syncthreads();
+    sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < NWM; ++w)
+        sum += wred[w];
+    /* weighted sum of the partial outputs, MSG split groups, then across groups */
+    float acc = 0.f;
+    const float *po = wso + qi * nsplit * D + ch;
+#pragma unroll 4
+    for (int s = sg; s < nsplit; s += MSG) {
+        const float f = fs[s];
+        if (f != 0.f) acc += f * po[(size_t)s * D];
+    }
+    red[tid] = acc;
+    __syncthreads();
+    if (sg != 0) return;
+#pragma unroll
+    for (int j = 1; j < MSG; ++j)
+        acc += red[j * D + ch];
     const float ov = sum > 0.f ? acc / sum : 0.f;
     if (a.unrotate && a.v_rotation) {
         os[ch] = ov;
-        __syncthreads();
+        asm volatile("bar.sync 1, %0;\n" ::"n"(D)); /* the other groups have left */
         const int h = (int)(qi % c.hq) / (c.hq / c.hkv);
         const float *R = a.v_rotation + (a.per_head_rotation ? (size_t)h * D * D : 0);
         float r = 0.f;
@@ -920,6 +961,7 @@ extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t
     }
     long long maxs = (work + 255) / 256; /* at least ~256 work units per split */
     if (maxs < 1) maxs = 1;
+    if (maxs > MMAXS) maxs = MMAXS; /* the merge kernel's weight table */
     if (a->num_splits > 0) return (int)(a->num_splits < maxs ? a->num_splits : maxs);
     size_t smem = 0;
     kfn_t k = pick_kernel(c.d, c.ng, c.meta_dtype, a->bf16_only, &smem);
@@ -929,7 +971,7 @@ extern "C" int okvc_decode_plan(const okvc_state_t *st, const okvc_decode_args_t
     /* minimise waves / splits (wave quantisation) + a small per-split merge cost */
     long long best = 1;
     double bestc = 1e30;
-    long long top = maxs < 1024 ? maxs : 1024;
+    long long top = maxs;
     for (long long s = 1; s <= top; ++s) {
         long long waves = (units * s + slots - 1) / slots;
         double cost = (double)waves / (double)s + 0.0005 * (double)s;
@@ -967,10 +1009,10 @@ extern "C" int okvc_decode_launch(const okvc_state_t *st, const okvc_decode_args
     if (e != cudaSuccess) return e;
     const unsigned nq = (unsigned)(c.batch * c.hq);
     if (c.d == 64)
-        merge_kernel<64><<<nq, 64, 0, st->stream>>>(*a, ns);
+        merge_kernel<64><<<nq, 64 * MSG, 0, st->stream>>>(*a, ns);
     else if (c.d == 128)
-        merge_kernel<128><<<nq, 128, 0, st->stream>>>(*a, ns);
+        merge_kernel<128><<<nq, 128 * MSG, 0, st->stream>>>(*a, ns);
     else
-        merge_kernel<256><<<nq, 256, 0, st->stream>>>(*a, ns);
+        merge_kernel<256><<<nq, 256 * MSG, 0, st->stream>>>(*a, ns);
     return cudaGetLastError();
 }
