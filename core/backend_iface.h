@@ -66,9 +66,17 @@ typedef struct okv_backend_ops {
     /* Optional features (OKV_CAP_*); the core refuses a request that needs one the
      * backend lacks. Modules whose struct_size ends before this field have none. */
     uint32_t caps;
+    /* Applies okv_context_desc_t.flags (OKV_CONTEXT_*) to a new context; optional. */
+    okv_status_t (*configure)(void *state, uint32_t flags, okv_err_t *err);
 } okv_backend_ops_t;
 
 #define OKV_CAP_KEY_BIAS 1u /* okv_append_params_t.k_bias and okv_rotate_params_t.bias */
+
+/* `configure` of a table, NULL where the module's struct ends before it. */
+static inline okv_status_t (*okv_backend_configure_fn(const okv_backend_ops_t *ops))(void *, uint32_t, okv_err_t *)
+{
+    return ops->struct_size >= offsetof(okv_backend_ops_t, configure) + sizeof ops->configure ? ops->configure : 0;
+}
 
 /* Capabilities of a table, reading `caps` only where the module's struct has it. */
 static inline uint32_t okv_backend_caps(const okv_backend_ops_t *ops)

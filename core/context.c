@@ -47,8 +47,15 @@ OKV_API okv_status_t okv_context_create(const okv_context_desc_t *desc, okv_cont
     okv_context_desc_t d;
     okv_context_desc_init(&d);
     if (desc) {
-        if (desc->size < sizeof d) return OKV_ERROR_INVALID_ARGUMENT;
-        d = *desc;
+        /* size-first: a desc compiled before `flags` existed is still accepted */
+        if (desc->size < offsetof(okv_context_desc_t, flags)) return OKV_ERROR_INVALID_ARGUMENT;
+        memcpy(&d, desc, desc->size < sizeof d ? desc->size : sizeof d);
+        d.size = sizeof d;
+    }
+    if (d.flags & ~OKV_CONTEXT_TRUST_INPUTS) {
+        okv_log(OKV_LOG_ERROR, "okv_context_create: unknown flags 0x%x",
+                (unsigned)(d.flags & ~OKV_CONTEXT_TRUST_INPUTS));
+        return OKV_ERROR_INVALID_ARGUMENT;
     }
     okv_err_t e = {{0}};
     okv_status_t st = OKV_SUCCESS;
@@ -71,6 +78,17 @@ OKV_API okv_status_t okv_context_create(const okv_context_desc_t *desc, okv_cont
         okv_log(OKV_LOG_ERROR, "okv_context_create(%s): %s", s->name, ctx->err.msg);
         free(ctx);
         return st;
+    }
+    /* Flags are permissions: a backend without `configure` keeps its checks. */
+    okv_status_t (*configure)(void *, uint32_t, okv_err_t *) = okv_backend_configure_fn(s->ops);
+    if (d.flags && configure) {
+        st = configure(ctx->state, d.flags, &ctx->err);
+        if (st != OKV_SUCCESS) {
+            okv_log(OKV_LOG_ERROR, "okv_context_create(%s): %s", s->name, ctx->err.msg);
+            s->ops->destroy(ctx->state);
+            free(ctx);
+            return st;
+        }
     }
     *out = ctx;
     return OKV_SUCCESS;

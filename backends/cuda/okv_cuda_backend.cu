@@ -175,6 +175,12 @@ okv_status_t cu_create(int32_t device, void *native_stream, void **state, okv_er
     return OKV_SUCCESS;
 }
 
+okv_status_t cu_configure(void *state, uint32_t flags, okv_err_t *)
+{
+    if (flags & OKV_CONTEXT_TRUST_INPUTS) S(state)->trust_inputs = 1;
+    return OKV_SUCCESS;
+}
+
 void cu_destroy(void *state)
 {
     okvc_state_t *st = S(state);
@@ -564,6 +570,7 @@ const okv_backend_ops_t g_ops = {
     cu_prefill,
     cu_moments,
     OKV_CAP_KEY_BIAS, /* caps: key centering (append k_bias, rotate bias) */
+    cu_configure,
 };
 
 } // namespace

@@ -326,6 +326,13 @@ fail:
     return s;
 }
 
+static okv_status_t ocl_configure(void *state, uint32_t flags, okv_err_t *err)
+{
+    (void)err;
+    if (flags & OKV_CONTEXT_TRUST_INPUTS) ((ocl_state_t *)state)->trust_inputs = 1;
+    return OKV_SUCCESS;
+}
+
 static void ocl_destroy(void *state)
 {
     ocl_state_t *st = state;
@@ -731,6 +738,7 @@ static const okv_backend_ops_t k_ops = {
     ocl_prefill,
     ocl_moments,
     OKV_CAP_KEY_BIAS, /* caps: key centering (k_bias in append, bias in rotate) */
+    ocl_configure,
 };
 
 __attribute__((visibility("default"))) okv_status_t okv_backend_entry_v1(uint32_t core_iface_version,

@@ -138,7 +138,16 @@ typedef struct okv_context_desc {
     const char *backend; /* NULL or "auto": OKV_BACKEND env, else first available */
     int32_t device;      /* device index within the backend */
     void *native_stream; /* optional cudaStream_t / hipStream_t / cl_command_queue */
+    uint32_t flags;      /* OKV_CONTEXT_* (0: defaults); appended - older, smaller descs are accepted */
 } okv_context_desc_t;
+
+/* Skip the data-dependent checks (NaN/Inf in inputs, page indices and lengths read
+ * from device memory, metadata overflow) and the host synchronisation they need on
+ * GPU backends, so ops can be captured in a CUDA/HIP graph and never stall the host.
+ * Argument checks that need no device data still run. With invalid data the results
+ * are then undefined (a bad page index can write outside its pool): for engines that
+ * guarantee their inputs. Env overrides: OKV_CUDA_TRUST_INPUTS, OKV_OPENCL_TRUST_INPUTS. */
+#define OKV_CONTEXT_TRUST_INPUTS 1u
 
 OKV_API void okv_context_desc_init(okv_context_desc_t *desc);
 OKV_API okv_status_t okv_context_create(const okv_context_desc_t *desc, okv_context_t **ctx);

@@ -34,14 +34,19 @@ def _f32(a):
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+OKV_CONTEXT_TRUST_INPUTS = 1  # include/oscarkv/oscarkv.h
+
+
 class Context:
     """One backend + device. Buffers it creates are freed with it."""
 
-    def __init__(self, backend=None, device=0):
+    def __init__(self, backend=None, device=0, trust_inputs=False):
+        """trust_inputs: skip data-dependent checks and their host sync (OKV_CONTEXT_TRUST_INPUTS)."""
         desc = L.ContextDesc()
         lib.okv_context_desc_init(C.byref(desc))
         desc.backend = backend.encode() if backend else None
         desc.device = device
+        desc.flags = OKV_CONTEXT_TRUST_INPUTS if trust_inputs else 0
         self._h = C.c_void_p()
         _check(lib.okv_context_create(C.byref(desc), C.byref(self._h)), f"context({backend or 'auto'})")
         self._bufs = []

@@ -58,7 +58,8 @@ class CacheView(C.Structure):
 
 
 class ContextDesc(C.Structure):
-    _fields_ = [("size", size_t), ("backend", C.c_char_p), ("device", i32), ("native_stream", vp)]
+    _fields_ = [("size", size_t), ("backend", C.c_char_p), ("device", i32), ("native_stream", vp),
+                ("flags", C.c_uint32)]
 
 
 class RotateParams(C.Structure):

@@ -9,6 +9,7 @@
 #include "okv_check_run.h"
 #include <math.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 START_TEST(status_names)
@@ -166,6 +167,20 @@ START_TEST(registry_and_context)
     setenv("OKV_BACKEND", "nope", 1);
     ck_assert_int_eq(okv_context_create(&cd, &ctx), OKV_ERROR_INVALID_ARGUMENT);
     unsetenv("OKV_BACKEND");
+    /* flags: known bits accepted, unknown ones refused; a desc from before `flags` works */
+    cd.backend = "ref";
+    cd.flags = OKV_CONTEXT_TRUST_INPUTS;
+    ck_assert_int_eq(okv_context_create(&cd, &ctx), OKV_SUCCESS);
+    okv_context_destroy(ctx);
+    cd.flags = 0x80u;
+    ctx = (okv_context_t *)&n;
+    ck_assert_int_eq(okv_context_create(&cd, &ctx), OKV_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(ctx);
+    cd.size = offsetof(okv_context_desc_t, flags); /* flags unseen: 0x80 is not read */
+    ck_assert_int_eq(okv_context_create(&cd, &ctx), OKV_SUCCESS);
+    okv_context_destroy(ctx);
+    cd.size = offsetof(okv_context_desc_t, native_stream);
+    ck_assert_int_eq(okv_context_create(&cd, &ctx), OKV_ERROR_INVALID_ARGUMENT);
     okv_context_destroy(NULL);
 }
 END_TEST

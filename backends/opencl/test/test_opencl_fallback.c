@@ -214,6 +214,55 @@ START_TEST(kernel_build_error_is_a_status)
 }
 END_TEST
 
+/* OKV_CONTEXT_TRUST_INPUTS reaches the backend: a NaN in rotate's input is reported
+ * by default (device check + host sync) and passes through unchecked when trusted. */
+static okv_status_t rotate_with_nan(uint32_t flags)
+{
+    okv_context_desc_t cd;
+    okv_context_desc_init(&cd);
+    cd.backend = "opencl";
+    cd.flags = flags;
+    okv_context_t *ctx = NULL;
+    ck_assert_int_eq(okv_context_create(&cd, &ctx), OKV_SUCCESS);
+    float x[2 * D], r[D * D];
+    fill_rows(x);
+    x[D + 3] = NAN;
+    for (int i = 0; i < D * D; ++i)
+        r[i] = (i % (D + 1)) == 0 ? 1.0f : 0.0f; /* identity */
+    okv_buffer_t *bx = NULL, *br = NULL, *bo = NULL;
+    ck_assert_int_eq(okv_buffer_create(ctx, sizeof x, &bx), OKV_SUCCESS);
+    ck_assert_int_eq(okv_buffer_create(ctx, sizeof r, &br), OKV_SUCCESS);
+    ck_assert_int_eq(okv_buffer_create(ctx, sizeof x, &bo), OKV_SUCCESS);
+    ck_assert_int_eq(okv_buffer_write(ctx, bx, 0, x, sizeof x), OKV_SUCCESS);
+    ck_assert_int_eq(okv_buffer_write(ctx, br, 0, r, sizeof r), OKV_SUCCESS);
+    okv_rotate_params_t p;
+    okv_rotate_params_init(&p);
+    p.x.buffer = bx;
+    p.x_dtype = OKV_DTYPE_F32;
+    p.out.buffer = bo;
+    p.out_dtype = OKV_DTYPE_F32;
+    p.rotation.buffer = br;
+    p.n_rows = 2;
+    p.n_heads = 1;
+    p.head_dim = D;
+    p.head_group = 1;
+    okv_status_t s = okv_rotate(ctx, &p);
+    ck_assert_int_eq(okv_context_synchronize(ctx), OKV_SUCCESS);
+    okv_buffer_destroy(bo);
+    okv_buffer_destroy(br);
+    okv_buffer_destroy(bx);
+    okv_context_destroy(ctx);
+    return s;
+}
+
+START_TEST(trust_inputs_flag_skips_device_checks)
+{
+    unsetenv("OKV_OPENCL_TRUST_INPUTS");
+    ck_assert_int_eq(rotate_with_nan(0), OKV_ERROR_NONFINITE_INPUT);
+    ck_assert_int_eq(rotate_with_nan(OKV_CONTEXT_TRUST_INPUTS), OKV_SUCCESS);
+}
+END_TEST
+
 /* Probes in a child process: the parent must not initialise OpenCL (or the registry)
  * before Check forks the tests, each of which needs a fresh one. */
 static int opencl_usable(void)
@@ -245,6 +294,7 @@ int main(void)
     tcase_add_test(tc, device_without_fp64);
     tcase_add_test(tc, device_with_fp64_accumulates_in_double);
     tcase_add_test(tc, kernel_build_error_is_a_status);
+    tcase_add_test(tc, trust_inputs_flag_skips_device_checks);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_FORK); /* each test: its own process and environment */
