@@ -64,12 +64,14 @@ int okvh_validate_launch(const okvh_state_t *st, const okvh_cache_t *c, int need
 /* OKVH_FLAG_NONFINITE when one of n elements of x (f32/f16/bf16) is NaN or Inf. */
 int okvh_check_finite_launch(const okvh_state_t *st, const void *x, int dtype, size_t n);
 
+/* out = (x - bias) R (or R^T); bias NULL: none, else f32 [d] or [n_heads / hg, d] (per_head). */
 int okvh_rotate_launch(const okvh_state_t *st, const void *x, int xd, void *out, int od, const float *R, int n_rows,
-                       int n_heads, int d, int per_head, int hg, int transpose);
-/* commit 0: dry run (flags only, nothing written); 1: store. */
+                       int n_heads, int d, int per_head, int hg, int transpose, const float *bias);
+/* commit 0: dry run (flags only, nothing written); 1: store. kbias (NULL: none): f32
+ * [d] or [Hkv, d] (per_head), subtracted from keys before the rotation. */
 int okvh_append_launch(const okvh_state_t *st, const okvh_cache_t *c, const void *k, const void *v, int dtype,
                        const int *append_indptr, int n_rows, const float *krot, const float *vrot, int per_head,
-                       float kclip, float vclip, int commit);
+                       float kclip, float vclip, const float *kbias, int commit);
 int okvh_demote_launch(const okvh_state_t *st, const okvh_cache_t *c, int n_rows, float kclip, float vclip, int commit);
 int okvh_dequantize_launch(const okvh_state_t *st, const okvh_cache_t *c, const int *out_indptr, int out_rows,
                            void *kout, void *vout, int od);

@@ -361,11 +361,12 @@ okv_status_t hp_rotate(void *state, const okv_rotate_params_t *p, okv_err_t *err
     TRY(flags_clear(st, err));
     TRY(finite(st, p->x, p->x_dtype, (size_t)p->n_rows * p->n_heads * d, err));
     TRY(finite(st, p->rotation, OKV_DTYPE_F32, (size_t)n_rot * d * d, err));
+    TRY(finite(st, p->bias, OKV_DTYPE_F32, (size_t)n_rot * d, err));
     TRY(flags_check(st, "rotate", err));
     return launched(err,
                     okvh_rotate_launch(st, okv_ref_ptr(p->x), (int)p->x_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,
                                        (const float *)okv_ref_ptr(p->rotation), p->n_rows, p->n_heads, d, p->per_head,
-                                       p->head_group, p->transpose),
+                                       p->head_group, p->transpose, (const float *)okv_ref_ptr(p->bias)),
                     "rotate");
 }
 
@@ -388,13 +389,15 @@ okv_status_t hp_append(void *state, const okv_append_params_t *p, okv_err_t *err
     TRY(finite(st, p->v, p->kv_dtype, n, err));
     TRY(finite(st, p->k_rotation, OKV_DTYPE_F32, nr, err));
     TRY(finite(st, p->v_rotation, OKV_DTYPE_F32, nr, err));
+    TRY(finite(st, p->k_bias, OKV_DTYPE_F32, (size_t)(p->per_head_rotation ? c.hkv : 1) * c.d, err));
     TRY(flags_check(st, "append", err));
     const void *k = okv_ref_ptr(p->k), *v = okv_ref_ptr(p->v);
     const float *kr = (const float *)okv_ref_ptr(p->k_rotation), *vr = (const float *)okv_ref_ptr(p->v_rotation);
+    const float *kb = (const float *)okv_ref_ptr(p->k_bias);
     for (int commit = 0; commit < 2; ++commit) {
         TRY(launched(err,
                      okvh_append_launch(st, &c, k, v, (int)p->kv_dtype, aip, p->n_rows, kr, vr, p->per_head_rotation,
-                                        p->k_clip_ratio, p->v_clip_ratio, commit),
+                                        p->k_clip_ratio, p->v_clip_ratio, kb, commit),
                      "append"));
         if (!commit) TRY(flags_check(st, "append", err));
     }
@@ -575,6 +578,7 @@ okv_backend_ops_t make_ops()
     o.prefill_workspace = hp_prefill_workspace;
     o.prefill = hp_prefill;
     o.moments = hp_moments;
+    o.caps = OKV_CAP_KEY_BIAS; /* key centering: append k_bias, rotate bias */
     return o;
 }
 

@@ -268,9 +268,10 @@ __device__ __forceinline__ void rotate_row(const float *xs, const float *R, int 
     }
 }
 
+/* out = (x - bias) R (or R^T); bias NULL: none, else [d] or [n_rot, d] (per_head). */
 template <int D>
 __global__ void rotate_kernel(const void *x, int xd, void *out, int od, const float *R, int n_heads, int per_head,
-                              int hg, int transpose)
+                              int hg, int transpose, const float *bias)
 {
     constexpr int NPL = D / OKV_WAVE;
     __shared__ float xs[D];
@@ -278,9 +279,10 @@ __global__ void rotate_kernel(const void *x, int xd, void *out, int od, const fl
     const long long item = blockIdx.x;
     const int head = (int)(item % n_heads);
     const size_t base = (size_t)item * D;
+    const float *mu = bias ? bias + (per_head ? (size_t)(head / hg) * D : 0) : nullptr;
 #pragma unroll
     for (int i = 0; i < NPL; ++i)
-        xs[lane + OKV_WAVE * i] = ld_any(x, xd, base + lane + OKV_WAVE * i);
+        xs[lane + OKV_WAVE * i] = ld_any(x, xd, base + lane + OKV_WAVE * i) - (mu ? mu[lane + OKV_WAVE * i] : 0.0f);
     __syncthreads(); /* the whole row is read before any store (x and out may alias) */
     float y[NPL];
     rotate_row<D>(xs, R + (per_head ? (size_t)(head / hg) * D * D : 0), transpose, lane, y);
@@ -329,11 +331,12 @@ __global__ void demote_kernel(okvh_cache_t c, const int *aip, int n_rows, float 
         if (lane == 0) atomicOr(flags, OKVH_FLAG_META_OVERFLOW);
 }
 
-/* New rows: rotate, then quantize into INT2 or store bf16 into the sink / ring. */
+/* New rows: rotate, then quantize into INT2 or store bf16 into the sink / ring. Keys
+ * are centered first when kbias is set: (k - kbias) R_K in both tiers. */
 template <int D>
 __global__ void place_kernel(okvh_cache_t c, const void *k, const void *v, int dtype, const int *aip, int n_rows,
-                             const float *krot, const float *vrot, int per_head, float kclip, float vclip, int *flags,
-                             int commit)
+                             const float *krot, const float *vrot, int per_head, float kclip, float vclip,
+                             const float *kbias, int *flags, int commit)
 {
     constexpr int NPL = D / OKV_WAVE;
     __shared__ unsigned char cs[D];
@@ -349,9 +352,11 @@ __global__ void place_kernel(okvh_cache_t c, const void *k, const void *v, int d
     const bool to_int2 = p >= c.s0 && p < c.s0 + after;
     const void *src = kv ? v : k;
     const size_t base = ((size_t)r * c.hkv + head) * D;
+    const float *mu = (kv == 0 && kbias) ? kbias + (per_head ? (size_t)head * D : 0) : nullptr;
 #pragma unroll
     for (int i = 0; i < NPL; ++i)
-        xs[lane + OKV_WAVE * i] = ld_any(src, dtype, base + lane + OKV_WAVE * i);
+        xs[lane + OKV_WAVE * i] =
+            ld_any(src, dtype, base + lane + OKV_WAVE * i) - (mu ? mu[lane + OKV_WAVE * i] : 0.0f);
     __syncthreads();
     const float *R = (kv ? vrot : krot) + (per_head ? (size_t)head * D * D : 0);
     float y[NPL];
@@ -753,19 +758,20 @@ extern "C" int okvh_check_finite_launch(const okvh_state_t *st, const void *x, i
 }
 
 extern "C" int okvh_rotate_launch(const okvh_state_t *st, const void *x, int xd, void *out, int od, const float *R,
-                                  int n_rows, int n_heads, int d, int per_head, int hg, int transpose)
+                                  int n_rows, int n_heads, int d, int per_head, int hg, int transpose,
+                                  const float *bias)
 {
     const long long items = (long long)n_rows * n_heads;
     if (items == 0) return hipSuccess;
     if (okvh_bad_dim(d)) return hipSuccess;
     OKVH_BY_D(d, (OKVH_LAUNCH(rotate_kernel<D>, (unsigned)items, st->warp, S(st), x, xd, out, od, R, n_heads, per_head,
-                              hg > 0 ? hg : 1, transpose)));
+                              hg > 0 ? hg : 1, transpose, bias)));
     return hipGetLastError();
 }
 
 extern "C" int okvh_append_launch(const okvh_state_t *st, const okvh_cache_t *cp, const void *k, const void *v,
                                   int dtype, const int *aip, int n_rows, const float *krot, const float *vrot,
-                                  int per_head, float kclip, float vclip, int commit)
+                                  int per_head, float kclip, float vclip, const float *kbias, int commit)
 {
     const okvh_cache_t c = *cp;
     if (c.batch == 0) return hipSuccess;
@@ -777,7 +783,7 @@ extern "C" int okvh_append_launch(const okvh_state_t *st, const okvh_cache_t *cp
     if (n_rows > 0) {
         const long long items = (long long)n_rows * 2 * c.hkv;
         OKVH_BY_D(c.d, (OKVH_LAUNCH(place_kernel<D>, (unsigned)items, st->warp, S(st), c, k, v, dtype, aip, n_rows,
-                                    krot, vrot, per_head, kclip, vclip, st->d_flags, commit)));
+                                    krot, vrot, per_head, kclip, vclip, kbias, st->d_flags, commit)));
         e = hipGetLastError();
         if (e != hipSuccess) return e;
     }

@@ -55,6 +55,7 @@ typedef struct conf_case {
     int per_head;  /* per-head rotations (append, decode, rotate) */
     int with_aux;  /* decode: lse output; moments: weights */
     int empty_seq; /* decode: the last sequence of the batch has length 0 */
+    int kbias;     /* key centering: append k_bias, rotate bias (OKV_CAP_KEY_BIAS) */
     conf_err_t err;
     uint64_t seed;
 } conf_case_t;

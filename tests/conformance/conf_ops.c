@@ -77,6 +77,24 @@ static void rot_row(const float *x, const float *R, int d, int transpose, double
     }
 }
 
+/* A key mean [n][d] of realistic size: several times the channel spread of the
+ * generated activations (0.5..1.5), as post-RoPE keys have. */
+static float *key_bias(conf_rng_t *rng, int n, int d)
+{
+    float *mu = malloc((size_t)n * d * sizeof(float));
+    if (mu)
+        for (size_t e = 0; e < (size_t)n * d; ++e)
+            mu[e] = (float)(3.0 * conf_rng_normal(rng));
+    return mu;
+}
+
+/* xc = x - mu in fp32, as the reference and the GPU kernels compute it (mu NULL: copy). */
+static void center_row(const float *x, const float *mu, int d, float *xc)
+{
+    for (int j = 0; j < d; ++j)
+        xc[j] = mu ? x[j] - mu[j] : x[j];
+}
+
 /* Bound of an fp32 dot product's error over d terms (worst case, recursive sum). */
 static double dot_err(double abssum, int d) { return abssum * (double)(d + 2) * 6.0e-8; }
 
@@ -96,18 +114,29 @@ static okv_status_t op_rotate(run_t *r, okv_context_t *ctx)
     float *R = gen_rotations(&rng, nrot, d);
     size_t cnt = (size_t)n * H * d;
     void *got = malloc(cnt * esz(c->out_dtype) + 1);
+    float *mu = c->kbias ? key_bias(&rng, nrot, d) : NULL;
     okv_status_t st = INTERNAL;
-    if (!x || !R || !got) {
+    if (!x || !R || !got || (c->kbias && !mu)) {
         st = oom(r);
         goto done;
     }
-    if (c->err == CONF_ERR_NAN) conf_store(c->in_dtype, &(float){NAN}, (char *)xs + esz(c->in_dtype) * (cnt / 2), 1);
+    if (mu) {
+        /* the rows carry the mean the bias removes (keys of a prefill chunk) */
+        for (size_t e = 0; e < cnt; ++e)
+            x[e] += mu[(size_t)(per_head ? e / d % H / hg : 0) * d + e % d];
+        conf_store(c->in_dtype, x, xs, cnt);
+        conf_load(c->in_dtype, xs, x, cnt);
+        if (c->err == CONF_ERR_NAN) mu[(size_t)nrot * d / 2] = NAN;
+    } else if (c->err == CONF_ERR_NAN) {
+        conf_store(c->in_dtype, &(float){NAN}, (char *)xs + esz(c->in_dtype) * (cnt / 2), 1);
+    }
     dbuf_t *dx = dbuf_new(r, ctx, "x", cnt * esz(c->in_dtype), xs);
     dbuf_t *dR = dbuf_new(r, ctx, "rotation", (size_t)nrot * d * d * 4, R);
+    dbuf_t *dmu = mu ? dbuf_new(r, ctx, "bias", (size_t)nrot * d * 4, mu) : NULL;
     dbuf_t *dout = c->err == CONF_ERR_SMALL_BUF
                        ? dbuf_new_short(r, ctx, "out", cnt * esz(c->out_dtype) - esz(c->out_dtype))
                        : dbuf_new(r, ctx, "out", cnt * esz(c->out_dtype), NULL);
-    if (!dx || !dR || !dout) goto done;
+    if (!dx || !dR || !dout || (mu && !dmu)) goto done;
     okv_rotate_params_t p;
     okv_rotate_params_init(&p);
     p.x = c->err == CONF_ERR_NULL_BUF ? (okv_ref_t){NULL, 0} : dref(dx);
@@ -121,6 +150,7 @@ static okv_status_t op_rotate(run_t *r, okv_context_t *ctx)
     p.per_head = per_head;
     p.head_group = per_head ? (c->err == CONF_ERR_GQA ? 2 : hg) : 1;
     p.transpose = c->unrotate;
+    p.bias = dref(dmu);
     st = okv_rotate(ctx, &p);
     if (c->err != CONF_ERR_NONE || st != OKV_SUCCESS) goto done;
     if (!dbuf_get(r, dout, got, cnt * esz(c->out_dtype))) goto done;
@@ -138,7 +168,9 @@ static okv_status_t op_rotate(run_t *r, okv_context_t *ctx)
             for (int h = 0; h < H; ++h) {
                 const float *Rh = R + (size_t)(per_head ? h / hg : 0) * d * d;
                 size_t base = ((size_t)t * H + h) * d;
-                rot_row(x + base, Rh, d, c->unrotate, y, as);
+                float xc[OKV_FMT_MAX_HEAD_DIM];
+                center_row(x + base, mu ? mu + (size_t)(per_head ? h / hg : 0) * d : NULL, d, xc);
+                rot_row(xc, Rh, d, c->unrotate, y, as);
                 for (int j = 0; j < d; ++j) {
                     double e = fabs(o[base + j] - y[j]);
                     double tol =
@@ -160,6 +192,7 @@ done:
     free(xs);
     free(R);
     free(got);
+    free(mu);
     return st;
 }
 
@@ -540,7 +573,7 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
     memset(&rc, 0, sizeof rc);
     conf_actgen_t gen[2];
     int have_gen = 0;
-    float *R = NULL, *raw = NULL;
+    float *R = NULL, *raw = NULL, *kb = NULL;
     void *kvs[2] = {NULL, NULL};
     int32_t *aptr = NULL;
     okv_status_t st = INTERNAL;
@@ -603,6 +636,25 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
         goto done;
     }
     have_gen = 1;
+    if (c->kbias) {
+        /* keys with a large common mean; the bias is the calibration's estimate of it:
+         * the generator's per-channel mean of each head, or their average when shared */
+        if (!(kb = key_bias(&rng, nrot, d))) {
+            st = oom(r);
+            goto done;
+        }
+        for (int hd = 0; hd < hkv; ++hd)
+            for (int j = 0; j < d; ++j)
+                gen[0].bias[hd * d + j] += kb[(c->per_head ? hd : 0) * d + j];
+        for (int j = 0; j < d; ++j) {
+            double sum = 0.0;
+            for (int hd = 0; hd < hkv; ++hd)
+                sum += gen[0].bias[hd * d + j];
+            for (int hb = 0; hb < nrot; ++hb)
+                kb[hb * d + j] = c->per_head ? gen[0].bias[hb * d + j] : (float)(sum / hkv);
+        }
+        if (c->err == CONF_ERR_NAN) kb[nrot * d / 2] = NAN;
+    }
     dcache_t dc;
     if (!hc_upload(r, ctx, &h, &dc)) goto done;
     dbuf_t *dk = dbuf_new(r, ctx, "k", rcnt * esz(c->in_dtype), NULL);
@@ -610,7 +662,8 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
     dbuf_t *dap = dbuf_new(r, ctx, "append_indptr", (size_t)(B + 1) * 4, NULL);
     dbuf_t *dRk = dbuf_new(r, ctx, "k_rotation", (size_t)nrot * d * d * 4, R);
     dbuf_t *dRv = dbuf_new(r, ctx, "v_rotation", (size_t)nrot * d * d * 4, R + (size_t)nrot * d * d);
-    if (!dk || !dv || !dap || !dRk || !dRv) goto done;
+    dbuf_t *dkb = kb ? dbuf_new(r, ctx, "k_bias", (size_t)nrot * d * 4, kb) : NULL;
+    if (!dk || !dv || !dap || !dRk || !dRv || (kb && !dkb)) goto done;
     if (c->err == CONF_ERR_SMALL_BUF) {
         /* a k buffer one element short of the rows of step 0 */
         int n0 = 0;
@@ -634,7 +687,8 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
             conf_store(c->in_dtype, x, kvs[kv], (size_t)N * hkv * d);
             conf_load(c->in_dtype, kvs[kv], x, (size_t)N * hkv * d);
         }
-        if (c->err == CONF_ERR_NAN) conf_store(c->in_dtype, &(float){NAN}, (char *)kvs[0] + esz(c->in_dtype) * 5, 1);
+        if (c->err == CONF_ERR_NAN && !kb)
+            conf_store(c->in_dtype, &(float){NAN}, (char *)kvs[0] + esz(c->in_dtype) * 5, 1);
         /* the model */
         for (int b = 0; b < B; ++b) {
             int t0 = m.seq_len[b], il0 = m.int2_len[b], n = nb[s * B + b];
@@ -659,8 +713,9 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
                         const float *xr = raw + (size_t)kv * rcnt + ((size_t)(aptr[b] + q) * hkv + hd) * d;
                         const float *Rh = R + ((size_t)kv * nrot + (c->per_head ? hd : 0)) * d * d;
                         double y[OKV_FMT_MAX_HEAD_DIM], as[OKV_FMT_MAX_HEAD_DIM];
-                        float x[OKV_FMT_MAX_HEAD_DIM];
-                        rot_row(xr, Rh, d, 0, y, as);
+                        float x[OKV_FMT_MAX_HEAD_DIM], xc[OKV_FMT_MAX_HEAD_DIM];
+                        center_row(xr, kv == 0 && kb ? kb + (size_t)(c->per_head ? hd : 0) * d : NULL, d, xc);
+                        rot_row(xc, Rh, d, 0, y, as);
                         double unc = 0.0;
                         for (int j = 0; j < d; ++j) {
                             x[j] = (float)y[j];
@@ -710,7 +765,9 @@ static okv_status_t op_append(run_t *r, okv_context_t *ctx)
         p.per_head_rotation = c->per_head;
         p.k_clip_ratio = h.kr;
         p.v_clip_ratio = h.vr;
+        p.k_bias = dref(dkb);
         st = okv_append(ctx, &p);
+        if (c->err == CONF_ERR_NAN) check_pools_unchanged(r, &h, &dc); /* a failing call writes nothing */
         if (c->err != CONF_ERR_NONE) goto done;
         if (st != OKV_SUCCESS) {
             if (st != OKV_ERROR_UNSUPPORTED) CALL_FAILED(st, s ? "okv_append (a later step)" : "okv_append", ctx);
@@ -737,6 +794,7 @@ done:
     free(nb);
     free(R);
     free(raw);
+    free(kb);
     free(kvs[0]);
     free(kvs[1]);
     free(aptr);
@@ -1383,7 +1441,11 @@ conf_verdict_t conf_run_case(conf_session_t *s, const conf_case_t *c, char *msg,
     r->cap = cap;
     conf_verdict_t v = CONF_PASS;
     okv_status_t st = k_ops[c->op](r, s->ctx);
-    if (c->err != CONF_ERR_NONE) {
+    if (c->err != CONF_ERR_NONE && c->kbias && st == OKV_ERROR_UNSUPPORTED && !r->failed) {
+        /* an optional capability (OKV_CAP_KEY_BIAS) the backend lacks: the core refuses
+         * the call before its arguments are looked at */
+        v = CONF_UNSUPPORTED;
+    } else if (c->err != CONF_ERR_NONE) {
         if (!r->failed) {
             okv_status_t want = st;
             int is_ref = s->ctx == s->ref;

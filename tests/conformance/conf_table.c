@@ -133,6 +133,16 @@ static void build_rotate(tbuild_t *t)
     conf_case_t c = base(CONF_OP_ROTATE);
     c.n_new = 2048, c.hq = 32, c.hkv = 8, c.d = 128;
     add(t, c, 0);
+    /* a bias (prefill keys centered like the cache's): per-head rotations shared by
+     * head groups of 3; one rotation, transposed, wide rows */
+    c = base(CONF_OP_ROTATE);
+    c.kbias = 1, c.n_new = 33, c.hq = 12, c.hkv = 4, c.d = 128, c.per_head = 1;
+    c.in_dtype = OKV_DTYPE_BF16, c.out_dtype = OKV_DTYPE_F32;
+    add(t, c, 1);
+    c = base(CONF_OP_ROTATE);
+    c.kbias = 1, c.n_new = 64, c.hq = 4, c.hkv = 2, c.d = 256, c.unrotate = 1;
+    c.in_dtype = OKV_DTYPE_F32, c.out_dtype = OKV_DTYPE_BF16;
+    add(t, c, 0);
 }
 
 static void build_moments(tbuild_t *t)
@@ -199,6 +209,21 @@ static void build_append(tbuild_t *t)
         c.in_dtype = k_io[i % 3];
         quant_of(&c, i + 1);
         add(t, c, i == 1);
+    }
+    /* key centering (k_bias): keys with a large common mean, centered before the
+     * rotation in both tiers; per-head and shared biases, every input dtype */
+    static const int kb[][4] = {/* ctx, n_new, steps, per_head */ {13, 7, 3, 1}, {0, 330, 1, 0}, {50, 5, 4, 1}};
+    for (int i = 0; i < N_OF(kb); ++i) {
+        conf_case_t c = base(CONF_OP_APPEND);
+        shape(&c, i + 4);
+        if (i == 0) win_small(&c), c.d = 64, c.g = 32;
+        if (i == 2) win_medium(&c);
+        c.kbias = 1;
+        c.batch = 2 + i % 2;
+        c.ctx = kb[i][0], c.n_new = kb[i][1], c.steps = kb[i][2], c.per_head = kb[i][3];
+        c.in_dtype = k_io[i];
+        quant_of(&c, i + 2);
+        add(t, c, i == 0);
     }
 }
 
@@ -362,6 +387,16 @@ static void build_invalid(tbuild_t *t)
         if (c.err == CONF_ERR_META_OVF) c.meta = OKV_DTYPE_F16, c.ctx = 10;
         add(t, c, 1);
     }
+    /* a NaN in the key bias (append) / bias (rotate): nothing written */
+    for (int i = 0; i < 2; ++i) {
+        conf_case_t c = base(i ? CONF_OP_ROTATE : CONF_OP_APPEND);
+        c.err = CONF_ERR_NAN, c.kbias = 1, c.per_head = 1;
+        c.batch = 2;
+        c.hq = 6, c.hkv = 2, c.d = 64, c.g = 64, c.page = 4;
+        c.ctx = 90, c.n_new = 3;
+        if (c.op == CONF_OP_APPEND) win_small(&c);
+        add(t, c, 1);
+    }
 }
 
 static conf_case_t *g_table;
@@ -406,9 +441,9 @@ void conf_descriptor(const conf_case_t *c, char *buf, size_t cap)
     const char *op = conf_op_names[c->op];
     switch (c->op) {
     case CONF_OP_ROTATE:
-        APPENDF("%s/n%d/hq%d/hkv%d/d%d/x=%s/out=%s%s%s", op, c->n_new, c->hq, c->hkv, c->d,
+        APPENDF("%s/n%d/hq%d/hkv%d/d%d/x=%s/out=%s%s%s%s", op, c->n_new, c->hq, c->hkv, c->d,
                 conf_dtype_name(c->in_dtype), conf_dtype_name(c->out_dtype), c->per_head ? "/perhead" : "",
-                c->unrotate ? "/transpose" : "");
+                c->unrotate ? "/transpose" : "", c->kbias ? "/bias" : "");
         break;
     case CONF_OP_MOMENTS:
         APPENDF("%s/n%d/hq%d/hkv%d/d%d/x=%s/acc=%s%s", op, c->n_new, c->hq, c->hkv, c->d, conf_dtype_name(c->in_dtype),
@@ -428,6 +463,7 @@ void conf_descriptor(const conf_case_t *c, char *buf, size_t cap)
             APPENDF("/splits=%d%s%s%s", c->splits, c->unrotate ? "/unrotate" : "", c->with_aux ? "/lse" : "",
                     c->empty_seq ? "/emptyseq" : "");
         if ((c->op == CONF_OP_DECODE || c->op == CONF_OP_APPEND) && c->per_head) APPENDF("/perhead");
+        if (c->op == CONF_OP_APPEND && c->kbias) APPENDF("/kbias");
         break;
     }
     if (c->err != CONF_ERR_NONE) APPENDF("/err=%s", conf_err_names[c->err]);
