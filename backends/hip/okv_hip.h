@@ -31,7 +31,8 @@ typedef struct okvh_state {
     int num_cus;  /* compute units (AMD) / SMs (NVIDIA) */
     int use_mfma; /* CDNA only, and only after the start-up self-test agreed */
     char arch[64];
-    int *d_flags; /* device status word */
+    int *d_flags;     /* device status word */
+    int trust_inputs; /* OKV_CONTEXT_TRUST_INPUTS / OKV_HIP_TRUST_INPUTS=1: no validation, no host sync */
     int *h_flags_scratch;
 } okvh_state_t;
 

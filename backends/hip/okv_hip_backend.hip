@@ -9,7 +9,9 @@
  * its inputs), reads the device status word back, then (append, demote) runs a dry
  * pass that only detects metadata overflow and non-finite rotated rows, reads the
  * status word again, and only then commits. Ops therefore synchronise the stream
- * once or twice; the kernels themselves never allocate.
+ * once or twice; the kernels themselves never allocate. With OKV_CONTEXT_TRUST_INPUTS
+ * (or OKV_HIP_TRUST_INPUTS=1) all of that is skipped: no host sync, graph-capturable,
+ * undefined results for invalid data.
  * Launch shapes use the device's warpSize (queried here), never a literal width.
  */
 #include "okv_hip_alias.h"
@@ -200,6 +202,8 @@ okv_status_t hp_create(int32_t device, void *native_stream, void **state, okv_er
         return s;
     }
     st->use_mfma = okvh_mfma_selftest(st);
+    const char *ti = getenv("OKV_HIP_TRUST_INPUTS");
+    st->trust_inputs = ti && *ti && *ti != '0';
     *state = st;
     return OKV_SUCCESS;
 }
@@ -251,6 +255,12 @@ okv_status_t hp_read(void *state, void *native, size_t offset, void *dst, size_t
     return OKV_SUCCESS;
 }
 
+okv_status_t hp_configure(void *state, uint32_t flags, okv_err_t *)
+{
+    if (flags & OKV_CONTEXT_TRUST_INPUTS) ST(state)->trust_inputs = 1;
+    return OKV_SUCCESS;
+}
+
 okv_status_t hp_synchronize(void *state, okv_err_t *err)
 {
     okvh_state_t *st = ST(state);
@@ -269,6 +279,7 @@ okv_status_t flags_clear(okvh_state_t *st, okv_err_t *err)
 /* Waits for the op's kernels so far and turns the status word into a status. */
 okv_status_t flags_check(okvh_state_t *st, const char *op, okv_err_t *err)
 {
+    if (st->trust_inputs) return OKV_SUCCESS; /* trusted: never wait for the device */
     int f = 0;
     CK(hipMemcpyAsync(&f, st->d_flags, sizeof f, hipMemcpyDeviceToHost, STREAM(st)), "status word");
     CK(hipStreamSynchronize(STREAM(st)), "status word (synchronize)");
@@ -293,7 +304,16 @@ okv_status_t launched(okv_err_t *err, int e, const char *what)
 
 okv_status_t finite(okvh_state_t *st, okv_ref_t x, okv_dtype_t dt, size_t n, okv_err_t *err)
 {
+    if (st->trust_inputs) return OKV_SUCCESS;
     return launched(err, okvh_check_finite_launch(st, okv_ref_ptr(x), (int)dt, n), "finite check");
+}
+
+/* Page tables, lengths and indptr arrays checked on the device (skipped when trusted). */
+okv_status_t validate(okvh_state_t *st, const okvh_cache_t *c, int need_mode, int n, const int *aip, int row_mode,
+                      const int *rip, int n_rows, const char *what, okv_err_t *err)
+{
+    if (st->trust_inputs) return OKV_SUCCESS;
+    return launched(err, okvh_validate_launch(st, c, need_mode, n, aip, row_mode, rip, n_rows), what);
 }
 
 okv_status_t float_dtype(okv_dtype_t dt, const char *what, okv_err_t *err)
@@ -383,7 +403,7 @@ okv_status_t hp_append(void *state, const okv_append_params_t *p, okv_err_t *err
     const size_t n = (size_t)p->n_rows * c.hkv * c.d;
     const size_t nr = (size_t)(p->per_head_rotation ? c.hkv : 1) * c.d * c.d;
     TRY(flags_clear(st, err));
-    TRY(launched(err, okvh_validate_launch(st, &c, 1, 0, aip, 1, aip, p->n_rows), "append validation"));
+    TRY(validate(st, &c, 1, 0, aip, 1, aip, p->n_rows, "append validation", err));
     TRY(flags_check(st, "append", err));
     TRY(finite(st, p->k, p->kv_dtype, n, err));
     TRY(finite(st, p->v, p->kv_dtype, n, err));
@@ -394,7 +414,7 @@ okv_status_t hp_append(void *state, const okv_append_params_t *p, okv_err_t *err
     const void *k = okv_ref_ptr(p->k), *v = okv_ref_ptr(p->v);
     const float *kr = (const float *)okv_ref_ptr(p->k_rotation), *vr = (const float *)okv_ref_ptr(p->v_rotation);
     const float *kb = (const float *)okv_ref_ptr(p->k_bias);
-    for (int commit = 0; commit < 2; ++commit) {
+    for (int commit = st->trust_inputs ? 1 : 0; commit < 2; ++commit) { /* dry run first */
         TRY(launched(err,
                      okvh_append_launch(st, &c, k, v, (int)p->kv_dtype, aip, p->n_rows, kr, vr, p->per_head_rotation,
                                         p->k_clip_ratio, p->v_clip_ratio, kb, commit),
@@ -414,11 +434,11 @@ okv_status_t hp_demote(void *state, const okv_demote_params_t *p, okv_err_t *err
     if (c.batch <= 0 || p->n_rows <= 0) return OKV_SUCCESS;
     TRY(flags_clear(st, err));
     /* current lengths first (a bad int2_len must not skew the target), then the target */
-    TRY(launched(err, okvh_validate_launch(st, &c, 0, 0, nullptr, 0, nullptr, 0), "demote validation"));
+    TRY(validate(st, &c, 0, 0, nullptr, 0, nullptr, 0, "demote validation", err));
     TRY(flags_check(st, "demote", err));
-    TRY(launched(err, okvh_validate_launch(st, &c, 2, p->n_rows, nullptr, 0, nullptr, 0), "demote validation"));
+    TRY(validate(st, &c, 2, p->n_rows, nullptr, 0, nullptr, 0, "demote validation", err));
     TRY(flags_check(st, "demote", err));
-    for (int commit = 0; commit < 2; ++commit) {
+    for (int commit = st->trust_inputs ? 1 : 0; commit < 2; ++commit) { /* dry run first */
         TRY(launched(err, okvh_demote_launch(st, &c, p->n_rows, p->k_clip_ratio, p->v_clip_ratio, commit), "demote"));
         if (!commit) TRY(flags_check(st, "demote", err));
     }
@@ -436,7 +456,7 @@ okv_status_t hp_dequantize(void *state, const okv_dequantize_params_t *p, okv_er
     if (c.batch <= 0) return OKV_SUCCESS;
     const int *oip = (const int *)okv_ref_ptr(p->out_indptr);
     TRY(flags_clear(st, err));
-    TRY(launched(err, okvh_validate_launch(st, &c, 0, 0, nullptr, 2, oip, p->out_rows), "dequantize validation"));
+    TRY(validate(st, &c, 0, 0, nullptr, 2, oip, p->out_rows, "dequantize validation", err));
     TRY(flags_check(st, "dequantize", err));
     return launched(err,
                     okvh_dequantize_launch(st, &c, oip, p->out_rows, okv_ref_ptr(p->k_out), okv_ref_ptr(p->v_out),
@@ -486,7 +506,7 @@ okv_status_t hp_decode(void *state, const okv_decode_params_t *p, okv_err_t *err
         return fail(err, OKV_ERROR_BAD_SHAPE, "hip: decode workspace too small (%zu < %zu bytes)", a.workspace_bytes,
                     okvh_decode_workspace(st, &a));
     TRY(flags_clear(st, err));
-    TRY(launched(err, okvh_validate_launch(st, &a.c, 0, 0, nullptr, 0, nullptr, 0), "decode validation"));
+    TRY(validate(st, &a.c, 0, 0, nullptr, 0, nullptr, 0, "decode validation", err));
     TRY(flags_check(st, "decode", err));
     TRY(finite(st, p->q, p->q_dtype, (size_t)a.c.batch * a.c.hq * a.c.d, err));
     if (p->unrotate_output)
@@ -517,7 +537,7 @@ okv_status_t hp_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *e
     if (c.batch <= 0) return OKV_SUCCESS;
     const int *qip = (const int *)okv_ref_ptr(p->q_indptr);
     TRY(flags_clear(st, err));
-    TRY(launched(err, okvh_validate_launch(st, &c, 0, 0, nullptr, 1, qip, p->n_rows), "prefill validation"));
+    TRY(validate(st, &c, 0, 0, nullptr, 1, qip, p->n_rows, "prefill validation", err));
     TRY(flags_check(st, "prefill", err));
     TRY(finite(st, p->q, p->in_dtype, (size_t)p->n_rows * c.hq * c.d, err));
     TRY(finite(st, p->k_new, p->in_dtype, (size_t)p->n_rows * c.hkv * c.d, err));
@@ -569,6 +589,7 @@ okv_backend_ops_t make_ops()
     o.write = hp_write;
     o.read = hp_read;
     o.synchronize = hp_synchronize;
+    o.configure = hp_configure;
     o.rotate = hp_rotate;
     o.append = hp_append;
     o.demote = hp_demote;
