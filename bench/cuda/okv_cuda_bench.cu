@@ -5,6 +5,10 @@
  *                                   on fresh random inputs; exit 1 on a failure
  *   okv_cuda_bench bench OUT.json   decode timings (INT2 path, BF16-cache path of
  *                                   the same kernel family) + device copy bandwidth
+ *   okv_cuda_bench prefill OUT.json prefill attention: a 4096-token chunk over a
+ *                                   32768-token history (INT2 + BF16 tiers, and the
+ *                                   same history all in the BF16 tier) + a check of
+ *                                   sampled query rows against a host oracle
  *
  * Ops are called through the module's function table (okv_backend_entry_v1) with
  * buffers wrapping raw device pointers; the BF16-cache path through the internal
@@ -879,6 +883,9 @@ struct BenchRow {
     const char *op, *kv;
     int batch, ctx, hq, hkv, d;
     double us, bytes;
+    /* prefill rows only (q_len > 0) */
+    int q_len = 0, reps = 0, calls = 0;
+    double flops = 0, check_rel = -1;
 };
 static std::vector<BenchRow> g_rows;
 static int g_contig = 0, g_nbuf = 0; /* probe knobs: identity page tables, fixed buffer count */
@@ -1039,7 +1046,7 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
         CK(cudaGetLastError());
         const int tier = std::min(L, S0) + (L - S0 - I > 0 ? L - S0 - I : 0);
         double bytes = (double)B * hkv * ((double)I * (2 * d / 4 + 2 * 4) + (double)tier * 2 * d * 2) + 2.0 * nq * 2;
-        g_rows.push_back({"decode", "int2", B, ctx, hq, hkv, d, us, bytes});
+        g_rows.push_back({"decode", ST->trust_inputs ? "int2" : "int2_validated", B, ctx, hq, hkv, d, us, bytes});
         printf("decode int2  B %3d ctx %6d hq %2d hkv %2d d %3d: %9.2f us  %6.3f TB/s  (splits %d, bufs %d)\n", B, ctx,
                hq, hkv, d, us, bytes / us * 1e-6, okvc_decode_plan(ST, &a), nbuf_i);
         fflush(stdout);
@@ -1174,11 +1181,313 @@ static void bench_append(int n, int hkv, int d, int reps)
     }
     double us = median(t);
     double bytes = 2.0 * nel * 2 + (double)n * hkv * (2 * d / 4 + 8);
-    g_rows.push_back({"append", "int2", 1, n, hkv * 4, hkv, d, us, bytes});
+    g_rows.push_back({"append", ST->trust_inputs ? "int2" : "int2_validated", 1, n, hkv * 4, hkv, d, us, bytes});
     printf("append       n %6d hkv %2d d %3d: %9.2f us  %6.3f TB/s\n", n, hkv, d, us, bytes / us * 1e-6);
     void *fr[] = {d_i2p, d_i2i, d_bfp, d_bfi, d_ind, d_sl, d_il, pool, tier, k, v, dr};
     for (void *q : fr)
         cudaFree(q);
+}
+
+/* ---------------------------------------------------------- prefill bench -- */
+/* Host oracle for some query rows of a batch-1 prefill, the same arithmetic as
+ * okv_ref_prefill (history rows through okv_ref_cache_read_row, the chunk in full
+ * precision, double accumulation) but only for the rows asked: the full reference at
+ * 4096 x 32768 would take hours. Returns rel L2 / max abs over those rows, all heads. */
+static Cmp prefill_oracle_rows(const okv_ref_cache_t &rc, const std::vector<int> &rows, const std::vector<uint8_t> &q,
+                               const std::vector<uint8_t> &kn, const std::vector<uint8_t> &vn, okv_dtype_t idt,
+                               const std::vector<float> &out, float sm_scale)
+{
+    const int d = rc.head_dim, hq = rc.n_q_heads, hkv = rc.n_kv_heads, g = hq / hkv, L = rc.seq_lens[0];
+    const int jmax = *std::max_element(rows.begin(), rows.end());
+    const double scale = sm_scale > 0.f ? (double)sm_scale : 1.0 / sqrt((double)d);
+    std::vector<float> kk((size_t)(L + jmax + 1) * d), vv(kk.size()), got, ref;
+    std::vector<double> qd(d), o(d);
+    for (int h = 0; h < hkv; ++h) {
+        for (int p = 0; p < L; ++p) {
+            okv_ref_cache_read_row(&rc, 0, p, 0, h, kk.data() + (size_t)p * d);
+            okv_ref_cache_read_row(&rc, 0, p, 1, h, vv.data() + (size_t)p * d);
+        }
+        for (int j = 0; j <= jmax; ++j)
+            for (int i = 0; i < d; ++i) {
+                const size_t src = ((size_t)j * hkv + h) * d + i;
+                kk[((size_t)L + j) * d + i] = okv_ref_load(kn.data(), idt, src);
+                vv[((size_t)L + j) * d + i] = okv_ref_load(vn.data(), idt, src);
+            }
+        for (int j : rows)
+            for (int qh = h * g; qh < (h + 1) * g; ++qh) {
+                const size_t qrow = (size_t)j * hq + qh;
+                for (int i = 0; i < d; ++i) {
+                    qd[i] = (double)okv_ref_load(q.data(), idt, qrow * d + i);
+                    o[i] = 0.0;
+                }
+                double m = -INFINITY, l = 0.0;
+                for (int p = 0; p <= L + j; ++p) {
+                    const float *kp = kk.data() + (size_t)p * d, *vp = vv.data() + (size_t)p * d;
+                    double sc = 0.0;
+                    for (int i = 0; i < d; ++i)
+                        sc += qd[i] * (double)kp[i];
+                    sc *= scale;
+                    if (sc > m) {
+                        const double a = exp(m - sc);
+                        l = l * a + 1.0;
+                        for (int i = 0; i < d; ++i)
+                            o[i] = o[i] * a + (double)vp[i];
+                        m = sc;
+                    } else {
+                        const double e = exp(sc - m);
+                        l += e;
+                        for (int i = 0; i < d; ++i)
+                            o[i] += e * (double)vp[i];
+                    }
+                }
+                for (int i = 0; i < d; ++i) {
+                    ref.push_back((float)(o[i] / l));
+                    got.push_back(out[qrow * d + i]);
+                }
+            }
+    }
+    return compare(got.data(), ref.data(), got.size());
+}
+
+/* Timing for ops of a few ms up to seconds: warm-up, then reps x calls back-to-back
+ * calls between two events, median per call. Calls (then reps, down to 1) are reduced
+ * when 7 x 20 calls would take longer than budget_s (a kernel of a second needs no
+ * amortised launch overhead); OKV_PREFILL_REPS / OKV_PREFILL_CALLS force them. */
+template <typename F> static double time_adaptive(F &&call, int nb, double budget_s, int &reps, int &calls)
+{
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    auto one = [&](int i) {
+        CK(cudaEventRecord(e0, ST->stream));
+        call(i % nb);
+        CK(cudaEventRecord(e1, ST->stream));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        return (double)ms * 1e-3;
+    };
+    const double t0 = one(0);                 /* first launch (module load, caches) */
+    const double t1 = t0 > 2.0 ? t0 : one(1); /* a second warm-up unless calls take seconds */
+    reps = 7;
+    calls = 20;
+    if (t1 * reps * calls > budget_s) {
+        calls = std::max(1, (int)(budget_s / (reps * t1)));
+        if (calls == 1) reps = std::max(1, std::min(7, (int)(budget_s / t1)));
+    }
+    if (getenv("OKV_PREFILL_REPS")) reps = std::max(1, atoi(getenv("OKV_PREFILL_REPS")));
+    if (getenv("OKV_PREFILL_CALLS")) calls = std::max(1, atoi(getenv("OKV_PREFILL_CALLS")));
+    if (t1 < 0.05) /* cheap: a third warm-up call, as the decode timing has */
+        one(2);
+    std::vector<double> t;
+    for (int r = 0; r < reps; ++r) {
+        CK(cudaEventRecord(e0, ST->stream));
+        for (int i = 0; i < calls; ++i)
+            call((r * calls + i) % nb);
+        CK(cudaEventRecord(e1, ST->stream));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        t.push_back(1000.0 * ms / calls);
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return median(t);
+}
+
+/* Batch-1 prefill: a chunk of n query tokens (q, k_new, v_new bf16, causal within
+ * the chunk) over a history of hist tokens already in the cache (fp16 metadata, group
+ * = d, page 16, S0 64, W 256). bf16_tier = 0: the history as the flush rule leaves it
+ * (S0 + INT2 + a full recent window of W); 1: the same length all in the BF16 tier
+ * (S0 = hist: a sink that holds everything), our BF16 path. Random data filled on the
+ * device as in bench_decode; buffer sets rotated (> 4x L2 where memory allows). */
+static void bench_prefill(int hist, int n, int hq, int hkv, int d, int bf16_tier, double budget_s, bool check)
+{
+    const int P = 16, W = 256, F = 8;
+    okv_cache_desc_t desc = mkdesc(hq, hkv, d, 0, OKV_DTYPE_F16, P);
+    if (bf16_tier) desc.sink_tokens = hist;
+    const int S0 = desc.sink_tokens;
+    const size_t ipb = int2_page_bytes(desc), bpb = bf16_page_bytes(desc);
+    const int L = hist, I = std::max(0, hist - S0 - W);
+    const int ipages = (I + P - 1) / P, bpp = (S0 + W + F + P - 1) / P;
+    const size_t int2_bytes = (size_t)ipages * ipb, tier_bytes = (size_t)bpp * bpb;
+    const size_t pool_bytes = std::max(int2_bytes, ipb) + 64; /* >= 1 page (validated mode) + slack */
+    const size_t nq = (size_t)n * hq * d, nkv = (size_t)n * hkv * d;
+    const size_t set_bytes = int2_bytes + tier_bytes + 2 * nq * 2 + 2 * nkv * 2;
+    const size_t L2 = 60u << 20;
+    int nb = (int)std::min<size_t>(8, std::max<size_t>(2, (4 * L2) / set_bytes + 1));
+    std::vector<int32_t> i2p = {0, ipages}, i2i(std::max(ipages, 1)), bfp = {0, bpp}, bfi(bpp), sl = {L}, il = {I},
+                         qi = {0, n};
+    for (int i = 0; i < (int)i2i.size(); ++i)
+        i2i[i] = i;
+    for (size_t i = i2i.size(); i > 1; --i)
+        std::swap(i2i[i - 1], i2i[rnd() % i]);
+    for (int i = 0; i < bpp; ++i)
+        bfi[i] = i;
+    if (bf16_tier)
+        for (size_t i = bfi.size(); i > 1; --i)
+            std::swap(bfi[i - 1], bfi[rnd() % i]);
+    void *d_i2p = dupload(i2p.data(), 8), *d_i2i = dupload(i2i.data(), 4 * i2i.size());
+    void *d_bfp = dupload(bfp.data(), 8), *d_bfi = dupload(bfi.data(), 4 * bfi.size());
+    void *d_sl = dupload(sl.data(), 4), *d_il = dupload(il.data(), 4), *d_qi = dupload(qi.data(), 8);
+    struct Set {
+        void *pool, *tier, *q, *kn, *vn, *out;
+    };
+    std::vector<Set> sets;
+    for (int i = 0; i < nb; ++i) {
+        Set st;
+        void **ps[] = {&st.pool, &st.tier, &st.q, &st.kn, &st.vn, &st.out};
+        const size_t sz[] = {pool_bytes, tier_bytes, nq * 2, nkv * 2, nkv * 2, nq * 2};
+        bool ok = true;
+        for (int k = 0; k < 6; ++k) {
+            *ps[k] = nullptr;
+            if (ok && cudaMalloc(ps[k], sz[k]) != cudaSuccess) {
+                cudaGetLastError();
+                ok = false;
+            }
+        }
+        if (!ok) {
+            for (int k = 0; k < 6; ++k)
+                if (*ps[k]) cudaFree(*ps[k]);
+            break;
+        }
+        if (int2_bytes) {
+            dev_random(st.pool, int2_bytes, 177 + i);
+            fix_meta<<<1024, 256>>>((uint8_t *)st.pool, (size_t)ipages, ipb, hkv, P, d, d);
+        }
+        dev_random(st.tier, tier_bytes, 199 + i);
+        fix_bf16<<<1024, 256>>>((uint32_t *)st.tier, tier_bytes / 4);
+        void *bf[] = {st.q, st.kn, st.vn};
+        const size_t bn[] = {nq, nkv, nkv};
+        for (int k = 0; k < 3; ++k) {
+            dev_random(bf[k], bn[k] * 2, 2000 + 10 * i + k);
+            fix_bf16<<<1024, 256>>>((uint32_t *)bf[k], bn[k] / 2);
+        }
+        sets.push_back(st);
+    }
+    nb = (int)sets.size();
+    CK(cudaDeviceSynchronize());
+    CK(cudaGetLastError());
+    const char *kv =
+        bf16_tier ? (ST->trust_inputs ? "bf16" : "bf16_validated") : (ST->trust_inputs ? "int2" : "int2_validated");
+    if (nb == 0) {
+        printf("prefill %-5s hist %d n %d: out of memory, skipped\n", bf16_tier ? "bf16" : "int2", hist, n);
+        return;
+    }
+    okv_cache_view_t v;
+    memset(&v, 0, sizeof v);
+    v.desc = &desc;
+    v.batch = 1;
+    v.int2_pool_pages = std::max(ipages, 1);
+    v.bf16_pool_pages = bpp;
+    v.int2_indptr = R(mkbuf(d_i2p, 8));
+    v.int2_indices = R(mkbuf(d_i2i, 4 * i2i.size()));
+    v.bf16_indptr = R(mkbuf(d_bfp, 8));
+    v.bf16_indices = R(mkbuf(d_bfi, 4 * bfi.size()));
+    v.seq_lens = R(mkbuf(d_sl, 4));
+    v.int2_lens = R(mkbuf(d_il, 4));
+    std::vector<okv_prefill_params_t> ps(nb);
+    for (int i = 0; i < nb; ++i) {
+        okv_prefill_params_t &p = ps[i];
+        memset(&p, 0, sizeof p);
+        p.size = sizeof p;
+        p.cache = v;
+        p.cache.int2_pool = R(mkbuf(sets[i].pool, pool_bytes));
+        p.cache.bf16_pool = R(mkbuf(sets[i].tier, tier_bytes));
+        p.q_indptr = R(mkbuf(d_qi, 8));
+        p.n_rows = n;
+        p.q = R(mkbuf(sets[i].q, nq * 2));
+        p.k_new = R(mkbuf(sets[i].kn, nkv * 2));
+        p.v_new = R(mkbuf(sets[i].vn, nkv * 2));
+        p.in_dtype = OKV_DTYPE_BF16;
+        p.out = R(mkbuf(sets[i].out, nq * 2));
+        p.out_dtype = OKV_DTYPE_BF16;
+        p.max_seq_len = hist + n;
+    }
+    okv_err_t err = {{0}};
+    size_t ws = 0;
+    OK(OPS->prefill_workspace(STATE, &ps[0], &ws, &err));
+    void *dws = ws ? dalloc(ws) : nullptr;
+    for (auto &p : ps) {
+        p.workspace = R(mkbuf(dws, ws));
+        p.workspace_bytes = ws;
+    }
+    bool failed = false;
+    int reps = 0, calls = 0;
+    const double us = time_adaptive(
+        [&](int i) {
+            if (!failed && OPS->prefill(STATE, &ps[i], &err) != OKV_SUCCESS) {
+                fprintf(stderr, "prefill: %s\n", err.msg);
+                failed = true;
+            }
+        },
+        nb, budget_s, reps, calls);
+    CK(cudaGetLastError());
+    /* effective FLOPs: QK and PV over the keys each query row sees (history + causal chunk) */
+    const double keys = (double)n * hist + (double)n * (n + 1) / 2;
+    const double flops = 4.0 * hq * d * keys;
+    const int tier_tok = L - I;
+    const double bytes =
+        (double)hkv * ((double)I * (2 * d / 4 + 2 * 4) + (double)tier_tok * 2 * d * 2) + 2.0 * nq * 2 + 2.0 * nkv * 2;
+    BenchRow row = {"prefill", kv, 1, hist, hq, hkv, d, us, bytes};
+    row.q_len = n;
+    row.reps = reps;
+    row.calls = calls;
+    row.flops = flops;
+    printf("prefill %-5s hist %6d (int2 %6d) chunk %5d hq %2d hkv %2d d %3d: %11.1f us  %7.2f TFLOP/s  %6.3f TB/s"
+           "  (%d x %d calls, bufs %d)%s\n",
+           bf16_tier ? "bf16" : "int2", hist, I, n, hq, hkv, d, us, flops / us * 1e-6, bytes / us * 1e-6, reps, calls,
+           nb, failed ? "  FAILED" : "");
+    fflush(stdout);
+    if (check && !failed) {
+        /* sampled rows (first, causal edges, middle, last) of set 0 against the host
+         * oracle; f32 output and a sharper softmax (sm_scale 0.5 instead of 1/sqrt(d)) */
+        const std::vector<int> rows =
+            bf16_tier ? std::vector<int>{0, n / 2, n - 1} : std::vector<int>{0, 1, 1000, n / 2 - 1, n - 2, n - 1};
+        void *dout = dalloc(nq * 4);
+        okv_prefill_params_t p = ps[0];
+        p.out = R(mkbuf(dout, nq * 4));
+        p.out_dtype = OKV_DTYPE_F32;
+        p.sm_scale = 0.5f;
+        OK(OPS->prefill(STATE, &p, &err));
+        CK(cudaDeviceSynchronize());
+        std::vector<float> out(nq);
+        CK(cudaMemcpy(out.data(), dout, nq * 4, cudaMemcpyDeviceToHost));
+        std::vector<uint8_t> pool(pool_bytes), tier(tier_bytes), q(nq * 2), kn(nkv * 2), vn(nkv * 2);
+        CK(cudaMemcpy(pool.data(), sets[0].pool, pool.size(), cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(tier.data(), sets[0].tier, tier.size(), cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(q.data(), sets[0].q, q.size(), cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(kn.data(), sets[0].kn, kn.size(), cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(vn.data(), sets[0].vn, vn.size(), cudaMemcpyDeviceToHost));
+        okv_cache_view_t h = v;
+        h.int2_pool = R(mkbuf(pool.data(), pool.size()));
+        h.bf16_pool = R(mkbuf(tier.data(), tier.size()));
+        h.int2_indptr = R(mkbuf(i2p.data(), 8));
+        h.int2_indices = R(mkbuf(i2i.data(), 4 * i2i.size()));
+        h.bf16_indptr = R(mkbuf(bfp.data(), 8));
+        h.bf16_indices = R(mkbuf(bfi.data(), 4 * bfi.size()));
+        h.seq_lens = R(mkbuf(sl.data(), 4));
+        h.int2_lens = R(mkbuf(il.data(), 4));
+        okv_ref_cache_t rc;
+        okv_ref_cache_from_view(&h, &rc);
+        Cmp c = prefill_oracle_rows(rc, rows, q, kn, vn, OKV_DTYPE_BF16, out, 0.5f);
+        char nm[200];
+        snprintf(nm, sizeof nm, "prefill %s hist %d chunk %d: %zu sampled rows x %d heads vs host oracle",
+                 bf16_tier ? "[all BF16 tier]" : "[INT2 + BF16 tiers]", hist, n, rows.size(), hq);
+        report(nm, c, 1e-3);
+        row.check_rel = c.rel;
+        cudaFree(dout);
+    }
+    if (!failed) g_rows.push_back(row);
+    for (auto &st : sets) {
+        void *fr[] = {st.pool, st.tier, st.q, st.kn, st.vn, st.out};
+        for (void *x : fr)
+            cudaFree(x);
+    }
+    void *fr[] = {d_i2p, d_i2i, d_bfp, d_bfi, d_sl, d_il, d_qi};
+    for (void *x : fr)
+        cudaFree(x);
+    if (dws) cudaFree(dws);
 }
 
 static double copy_bw()
@@ -1205,6 +1514,50 @@ static double copy_bw()
     cudaFree(a);
     cudaFree(b);
     return 2.0 * n / (median(t) * 1e-3) * 1e-12;
+}
+
+static int write_json(const char *json, const cudaDeviceProp &prop, double cbw)
+{
+    FILE *f = fopen(json, "w");
+    if (!f) return 2;
+    fprintf(f, "{\"gpu\": \"%s\", \"sms\": %d, \"copy_tbps\": %.4f, \"trust_inputs\": %d, \"rows\": [\n", prop.name,
+            prop.multiProcessorCount, cbw, ST->trust_inputs);
+    for (size_t i = 0; i < g_rows.size(); ++i) {
+        const BenchRow &r = g_rows[i];
+        fprintf(f,
+                "  {\"op\": \"%s\", \"kv\": \"%s\", \"batch\": %d, \"ctx\": %d, \"hq\": %d, \"hkv\": %d, \"d\": %d, "
+                "\"median_us\": %.3f, \"bytes\": %.0f, \"tbps\": %.4f",
+                r.op, r.kv, r.batch, r.ctx, r.hq, r.hkv, r.d, r.us, r.bytes, r.bytes / r.us * 1e-6);
+        if (r.q_len > 0) {
+            fprintf(f, ", \"q_len\": %d, \"flops\": %.0f, \"tflops\": %.3f, \"reps\": %d, \"calls\": %d", r.q_len,
+                    r.flops, r.flops / r.us * 1e-6, r.reps, r.calls);
+            if (r.check_rel >= 0) fprintf(f, ", \"check_rel\": %.3e", r.check_rel);
+        }
+        fprintf(f, "}%s\n", i + 1 < g_rows.size() ? "," : "");
+    }
+    fprintf(f, "]}\n");
+    fclose(f);
+    return 0;
+}
+
+/* Prefill: a 4096-token chunk over a 32768-token history, batch 1, Hq 32, Hkv 8, d 128
+ * (INT2 + BF16 tiers, then the all-BF16-tier cache), with the sampled-row checks. */
+static int run_prefill(const char *json)
+{
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    double cbw = copy_bw();
+    printf("device-to-device copy: %.3f TB/s (read + write)\n", cbw);
+    const char *b = getenv("OKV_PREFILL_BUDGET_S");
+    const double budget = b ? atof(b) : 20.0;
+    const int hist = 32768, n = 4096;
+    int rc = 0;
+    for (int bf16_tier = 0; bf16_tier < 2 && !rc; ++bf16_tier) {
+        bench_prefill(hist, n, 32, 8, 128, bf16_tier, budget, true);
+        rc = write_json(json, prop, cbw); /* after each path: a later timeout keeps the first */
+    }
+    printf("checks: %d, failures: %d\n", g_checks, g_fail);
+    return rc ? rc : (g_fail ? 1 : 0);
 }
 
 static int run_bench(const char *json, int quick)
@@ -1250,27 +1603,15 @@ static int run_bench(const char *json, int quick)
         bench_decode(8, 32768, 32, 8, 256, true, reps, calls);
         bench_append(8192, 8, 128, 5);
     }
-    FILE *f = fopen(json, "w");
-    if (!f) return 2;
-    fprintf(f, "{\"gpu\": \"%s\", \"sms\": %d, \"copy_tbps\": %.4f, \"rows\": [\n", prop.name, prop.multiProcessorCount,
-            cbw);
-    for (size_t i = 0; i < g_rows.size(); ++i) {
-        const BenchRow &r = g_rows[i];
-        fprintf(f,
-                "  {\"op\": \"%s\", \"kv\": \"%s\", \"batch\": %d, \"ctx\": %d, \"hq\": %d, \"hkv\": %d, \"d\": %d, "
-                "\"median_us\": %.3f, \"bytes\": %.0f, \"tbps\": %.4f}%s\n",
-                r.op, r.kv, r.batch, r.ctx, r.hq, r.hkv, r.d, r.us, r.bytes, r.bytes / r.us * 1e-6,
-                i + 1 < g_rows.size() ? "," : "");
-    }
-    fprintf(f, "]}\n");
-    fclose(f);
-    return 0;
+    return write_json(json, prop, cbw);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s check | checkq | probe | one | one32 | bench OUT.json [quick|four]\n", argv[0]);
+        fprintf(stderr,
+                "usage: %s check | checkq | probe | one | one32 | bench OUT.json [quick|four] | prefill OUT.json\n",
+                argv[0]);
         return 2;
     }
     if (okv_backend_entry_v1(OKV_BACKEND_IFACE_VERSION, &OPS) != OKV_SUCCESS) return 2;
@@ -1288,6 +1629,9 @@ int main(int argc, char **argv)
         return 2;
     }
     ST = (okvc_state_t *)STATE;
+    printf("ops: %s\n", ST->trust_inputs
+                            ? "trusted inputs (OKV_CUDA_TRUST_INPUTS=1: no validation, no host sync per call)"
+                            : "validated (OKV_CUDA_TRUST_INPUTS=0: input checks + one host sync per call)");
     int rc;
     if (!strcmp(argv[1], "check"))
         rc = run_checks();
@@ -1312,7 +1656,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[1], "one32")) {
         bench_decode(32, 32768, 32, 8, 128, false, 1, 1);
         rc = 0;
-    } else
+    } else if (!strcmp(argv[1], "prefill"))
+        rc = run_prefill(argc > 2 ? argv[2] : "prefill.json");
+    else
         rc = run_bench(argc > 2 ? argv[2] : "decode.json", argc > 3 ? (!strcmp(argv[3], "quick")  ? 1
                                                                        : !strcmp(argv[3], "four") ? 2
                                                                                                   : 0)

@@ -6,6 +6,8 @@
 #   bash bench/cuda/run_h200.sh COMMIT [quick|full|probe] [sanitize]
 # PREBUILT=DIR: use DIR/bin/okv_cuda_bench built on the dev machine (bench/cuda/build.sh
 # DIR "" SRCDIR) instead of building from the working tree on the device.
+# full mode also runs the prefill bench (okv_cuda_bench prefill; PREFILL=0 skips it) and
+# SDPA prefill, reported as a second table in h200-decode.md.
 # Files land in $OUT: log.txt, h200-decode.{json,md,png}, memcheck.txt, racecheck.txt.
 set -o pipefail
 commit=${1:-unknown}
@@ -31,11 +33,17 @@ b=${PREBUILT:-/tmp/okvb}
   echo "== bench ($mode)"
   q=""; [ "$mode" = quick ] && q=quick
   $b/bin/okv_cuda_bench bench "$OUT/ours.json" $q
+  inputs="$OUT/ours.json"
+  if [ "$mode" = full ] && [ "${PREFILL:-1}" != 0 ]; then
+    echo "== prefill (4096-token chunk over 32768 history)"
+    timeout 200 $b/bin/okv_cuda_bench prefill "$OUT/prefill.json"
+    inputs="$inputs,$OUT/prefill.json"
+  fi
   echo "== torch SDPA + report"
-  PYTHONUNBUFFERED=1 python3 bench/cuda/sdpa_bench.py "$OUT/ours.json" "$OUT" "$commit" \
+  PYTHONUNBUFFERED=1 python3 bench/cuda/sdpa_bench.py "$inputs" "$OUT" "$commit" \
     "bash bench/cuda/run_h200.sh $commit $mode $san"
 } 2>&1 | tee -a "$log"
-rm -f "$OUT/ours.json"
+rm -f "$OUT/ours.json" "$OUT/prefill.json"
 if [ "$san" = sanitize ]; then
   timeout 80 compute-sanitizer --tool memcheck --error-exitcode 9 $b/bin/okv_cuda_bench checkq > "$OUT/memcheck.txt" 2>&1 &
   p1=$!
