@@ -17,9 +17,10 @@ def bf16_round(x):
     return u.view(np.float32)
 
 
-def okv_round_trip(ctx, kr_unrot, v_unrot, rotation, group_size=0, meta="f16"):
+def okv_round_trip(ctx, kr_unrot, v_unrot, rotation, group_size=0, meta="f16", quantizer="uniform"):
     """(k, v) unrotated -> dequantized INT2 rows in the rotated basis."""
-    return okv.quantize_kv(ctx, kr_unrot, v_unrot, rotation, group_size=group_size, meta=meta, windows=False)
+    return okv.quantize_kv(ctx, kr_unrot, v_unrot, rotation, group_size=group_size, meta=meta, quantizer=quantizer,
+                           windows=False)
 
 
 def _asym_2bit(x, axis):
