@@ -2,10 +2,11 @@
  * okv_cuda.h - internal interface of the CUDA backend (not installed).
  *
  * Host glue (okv_cuda_backend.cu) owns the state and the validation order; kernels
- * live in okv_cuda_decode.cu (decode attention, split-K + LSE merge) and
- * okv_cuda_ops.cu (rotate, append, demote, dequantize, prefill, moments, and the
- * launchers of the device-side validation shared with the HIP backend in
- * backends/common/okv_gpu_validate.h). The benchmark (bench/cuda) links these
+ * live in okv_cuda_decode.cu (decode attention, split-K + LSE merge),
+ * okv_cuda_prefill.cu (tensor-core flash prefill over a staged history) and
+ * okv_cuda_ops.cu (rotate, append, demote, dequantize, the naive prefill and the
+ * prefill staging kernel, moments, and the launchers of the device-side validation
+ * shared with the HIP backend in backends/common/okv_gpu_validate.h). The benchmark (bench/cuda) links these
  * sources directly and also reaches the BF16-cache decode path through
  * okvc_decode_launch with bf16_only = 1.
  */
@@ -64,6 +65,18 @@ typedef struct okvc_decode_args {
     int bf16_only; /* bench: every position is a BF16 row at slot = position */
 } okvc_decode_args_t;
 
+/* V of the flash prefill is stored as fp16(v * 2^shift): the power of two that puts
+ * the largest |v| of its (sequence, KV head) in [2^14, 2^15), so fp16 keeps 11 bits of
+ * every value and cannot overflow; the output is scaled back by 2^-shift. */
+#ifdef __CUDACC__
+static __host__ __device__ __forceinline__ int okvc_prefill_vshift(unsigned int max_bits)
+{
+    const int e = (int)((max_bits >> 23) & 0xffu); /* biased exponent of max |v| */
+    if (e == 0xff) return 0;                       /* Inf / NaN (trusted inputs only) */
+    return e == 0 ? 140 : 141 - e;                 /* max in [2^(e-127), 2^(e-126)) -> [2^14, 2^15) */
+}
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -99,6 +112,30 @@ int okvc_prefill_launch(const okvc_state_t *st, const okvc_cache_t *c, const int
                         const void *kn, const void *vn, int idt, void *out, int od, float sm_scale);
 int okvc_moments_launch(const okvc_state_t *st, const void *x, int xd, const float *w, void *acc, int acc_dtype,
                         int n_rows, int n_heads, int d, int hg);
+
+/* Prefill staging (okv_cuda_ops.cu, reuses the cache row reader): every row t <
+ * seq_lens[b] + n_b (history dequantised, then the chunk's k_new / v_new) of (b, kv
+ * head h) goes to row ((b * Hkv + h) * cap + t) of the workspace arrays. pass 0:
+ * vmax[b * Hkv + h] = max |v| (float bits, atomicMax; the caller zeroes it first)
+ * and OKV_GPU_FLAG_BAD_INDEX when seq_len + n_b > cap; pass 1: K as a bf16 hi + lo
+ * pair (x = hi + lo to ~16 bits), V as fp16 scaled by 2^okvc_prefill_vshift(vmax). */
+int okvc_prefill_stage_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *q_indptr, const void *kn,
+                              const void *vn, int idt, int cap, int pass, unsigned short *khi, unsigned short *klo,
+                              unsigned short *vh, unsigned int *vmax);
+
+/* okv_cuda_prefill.cu: the flash prefill (mma.sync, staged bf16/fp16 history). */
+/* 1 when the flash kernel handles head_dim d with q/k/v in in_dtype on this device. */
+int okvc_prefill_flash_ok(const okvc_state_t *st, int d, int in_dtype);
+/* Workspace bytes of the flash path: K hi, K lo, V (2 bytes each) for batch * Hkv *
+ * cap rows of d, the per-(b, h) V maxima, 256 bytes of alignment slack. */
+size_t okvc_prefill_workspace(int batch, int hkv, int d, int cap);
+/* OKV_GPU_FLAG_BAD_INDEX into st->d_status when a sequence's seq_len + n_b exceeds cap
+ * (validated mode, before the status read-back). */
+int okvc_prefill_bound_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *q_indptr, int cap);
+/* Stage + flash attention; ws holds okvc_prefill_workspace(batch, hkv, d, cap) bytes. */
+int okvc_prefill_flash_launch(const okvc_state_t *st, const okvc_cache_t *c, const int *q_indptr, int n_rows,
+                              const void *q, const void *kn, const void *vn, int idt, void *out, int od, float sm_scale,
+                              void *ws, int cap);
 
 #ifdef __cplusplus
 }

@@ -25,6 +25,15 @@
  * Append/demote still refuse to store a row whose metadata overflows or whose
  * rotation is not finite; that row is skipped, a bit is set in the status word and
  * the next synchronize returns the error (other rows of the call are stored).
+ *
+ * Prefill. With a max_seq_len (> 0) and the workspace that prefill_workspace reports
+ * (6 * batch * Hkv * max_seq_len * d bytes + a little), prefill runs the tensor-core
+ * flash kernel of okv_cuda_prefill.cu over a staged copy of the history; without
+ * them (workspace 0), and for every call when OKV_CUDA_PREFILL_NAIVE=1 (read once),
+ * the naive kernel of okv_cuda_ops.cu (a warp per query row and head) runs. A
+ * sequence with seq_len + chunk > max_seq_len is OKV_ERROR_INVALID_ARGUMENT when
+ * validated; with trusted inputs its output rows are zero and the next synchronize
+ * reports an error.
  */
 #include <cuda_runtime.h>
 #include <stdarg.h>
@@ -496,12 +505,32 @@ okv_status_t cu_decode(void *state, const okv_decode_params_t *p, okv_err_t *err
     return launched(err, okvc_decode_launch(st, &a), "decode attention");
 }
 
+/* OKV_CUDA_PREFILL_NAIVE=1 (read once): the naive prefill kernel for every call. */
+bool prefill_naive_forced()
+{
+    static const bool forced = [] {
+        const char *e = getenv("OKV_CUDA_PREFILL_NAIVE");
+        return e && *e && *e != '0';
+    }();
+    return forced;
+}
+
+/* Workspace of the flash prefill (0: the naive kernel runs). It needs max_seq_len,
+ * the bound of seq_len + chunk per sequence that sizes the staged history. */
+size_t prefill_flash_bytes(okvc_state_t *st, const okv_prefill_params_t *p)
+{
+    const okv_cache_desc_t *d = p->cache.desc;
+    if (prefill_naive_forced() || p->max_seq_len <= 0 || p->cache.batch <= 0 ||
+        !okvc_prefill_flash_ok(st, d->head_dim, (int)p->in_dtype))
+        return 0;
+    return okvc_prefill_workspace(p->cache.batch, d->n_kv_heads, d->head_dim, p->max_seq_len);
+}
+
 okv_status_t cu_prefill_workspace(void *state, const okv_prefill_params_t *p, size_t *bytes, okv_err_t *err)
 {
-    (void)state;
-    (void)p;
-    (void)err;
-    *bytes = 0;
+    okv_status_t s = set_device(S(state), err);
+    if (s != OKV_SUCCESS) return s;
+    *bytes = prefill_flash_bytes(S(state), p);
     return OKV_SUCCESS;
 }
 
@@ -513,6 +542,11 @@ okv_status_t cu_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *e
     cache_from_view(&p->cache, &c);
     if (c.batch <= 0) return OKV_SUCCESS;
     const int *qip = (const int *)okv_ref_ptr(p->q_indptr);
+    /* flash path when its workspace is there (callers that pass none, or too little,
+     * get the naive kernel) */
+    const size_t ws_need = prefill_flash_bytes(st, p);
+    void *ws = okv_ref_ptr(p->workspace);
+    const bool flash = ws_need > 0 && ws && p->workspace_bytes >= ws_need;
     if (!st->trust_inputs) {
         const size_t d = (size_t)c.d;
         TRY(flags_clear(st, err));
@@ -520,8 +554,16 @@ okv_status_t cu_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *e
         TRY(finite(st, p->q, p->in_dtype, (size_t)p->n_rows * c.hq * d, err));
         TRY(finite(st, p->k_new, p->in_dtype, (size_t)p->n_rows * c.hkv * d, err));
         TRY(finite(st, p->v_new, p->in_dtype, (size_t)p->n_rows * c.hkv * d, err));
+        if (flash) /* seq_len + chunk <= max_seq_len, the staged rows per sequence */
+            TRY(launched(err, okvc_prefill_bound_launch(st, &c, qip, p->max_seq_len), "prefill bound check"));
         TRY(flags_check(st, "prefill", err));
     }
+    if (flash)
+        return launched(err,
+                        okvc_prefill_flash_launch(st, &c, qip, p->n_rows, okv_ref_ptr(p->q), okv_ref_ptr(p->k_new),
+                                                  okv_ref_ptr(p->v_new), (int)p->in_dtype, okv_ref_ptr(p->out),
+                                                  (int)p->out_dtype, p->sm_scale, ws, p->max_seq_len),
+                        "prefill attention (flash)");
     return launched(err,
                     okvc_prefill_launch(st, &c, qip, p->n_rows, okv_ref_ptr(p->q), okv_ref_ptr(p->k_new),
                                         okv_ref_ptr(p->v_new), (int)p->in_dtype, okv_ref_ptr(p->out), (int)p->out_dtype,

@@ -508,6 +508,61 @@ __global__ void __launch_bounds__(WPB * 32)
         st_any(out, od, ((size_t)r * c.hq + qh) * d + lane + 32 * i, acc[i] / l);
 }
 
+/* Staging of the flash prefill (okv_cuda_prefill.cu): row t of (sequence b, KV head
+ * h) -- the history through read_cache_row, then the chunk's rows -- into row
+ * ((b * Hkv + h) * cap + t) of the workspace arrays. pass 0 (V rows only): the
+ * per-(b, h) max |v| and the cap check; pass 1: K as bf16 hi + lo, V as fp16 scaled
+ * by 2^okvc_prefill_vshift(max). One warp per (row, K/V, head), grid.y = sequence. */
+template <int NPL>
+__global__ void __launch_bounds__(WPB * 32)
+    prefill_stage_kernel(okvc_cache_t c, const int *q_indptr, const void *kn, const void *vn, int idt, int cap,
+                         int pass, unsigned short *khi, unsigned short *klo, unsigned short *vh, unsigned *vmax,
+                         int *status)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int b = blockIdx.y;
+    const long long item = (long long)blockIdx.x * WPB + warp;
+    const int t = (int)(pass == 0 ? item / c.hkv : item / (2 * c.hkv));
+    const int kv = pass == 0 ? 1 : (int)((item / c.hkv) % 2), head = (int)(item % c.hkv);
+    const int L = c.seq_lens[b], I = c.int2_lens[b], n = q_indptr[b + 1] - q_indptr[b];
+    if (pass == 0 && item == 0 && lane == 0 && (long long)L + n > cap) atomicOr(status, OKV_GPU_FLAG_BAD_INDEX);
+    if (t >= cap || (long long)t >= (long long)L + n) return;
+    const int d = c.d;
+    float y[NPL];
+    if (t < L)
+        read_cache_row<NPL>(c, b, I, t, kv, head, lane, y);
+    else {
+        const size_t rb = ((size_t)(q_indptr[b] + t - L) * c.hkv + head) * d;
+#pragma unroll
+        for (int i = 0; i < NPL; ++i)
+            y[i] = ld_any(kv ? vn : kn, idt, rb + lane + 32 * i);
+    }
+    const size_t bh = (size_t)b * c.hkv + head;
+    if (pass == 0) {
+        float mx = 0.f;
+#pragma unroll
+        for (int i = 0; i < NPL; ++i)
+            mx = fmaxf(mx, fabsf(y[i]));
+        mx = warp_max(mx);
+        if (lane == 0) atomicMax(vmax + bh, __float_as_uint(mx));
+        return;
+    }
+    const size_t o = (bh * cap + t) * d;
+    if (kv == 0) {
+#pragma unroll
+        for (int i = 0; i < NPL; ++i) {
+            const __nv_bfloat16 hi = __float2bfloat16_rn(y[i]);
+            khi[o + lane + 32 * i] = __bfloat16_as_ushort(hi);
+            klo[o + lane + 32 * i] = __bfloat16_as_ushort(__float2bfloat16_rn(y[i] - __bfloat162float(hi)));
+        }
+    } else {
+        const int sh = okvc_prefill_vshift(vmax[bh]);
+#pragma unroll
+        for (int i = 0; i < NPL; ++i)
+            vh[o + lane + 32 * i] = __half_as_ushort(__float2half_rn(ldexpf(y[i], sh)));
+    }
+}
+
 /* acc[hg] (i, j) += sum_t sum_{h in group} w x_i x_j; one thread per (i, j). */
 template <typename T>
 __global__ void moments_kernel(const void *x, int xd, const float *w, T *acc, int n_rows, int n_heads, int d, int hg)
@@ -645,6 +700,20 @@ extern "C" int okvc_prefill_launch(const okvc_state_t *st, const okvc_cache_t *c
     const unsigned nb = (unsigned)((items + WPB - 1) / WPB);
     OKV_BY_NPL(
         c.d, (prefill_kernel<NPL><<<nb, WPB * 32, 0, st->stream>>>(c, q_indptr, n_rows, q, kn, vn, idt, out, od, sm)));
+    return cudaGetLastError();
+}
+
+extern "C" int okvc_prefill_stage_launch(const okvc_state_t *st, const okvc_cache_t *cp, const int *q_indptr,
+                                         const void *kn, const void *vn, int idt, int cap, int pass,
+                                         unsigned short *khi, unsigned short *klo, unsigned short *vh,
+                                         unsigned int *vmax)
+{
+    const okvc_cache_t c = *cp;
+    if (c.batch == 0 || cap <= 0) return cudaSuccess;
+    const long long items = (long long)cap * c.hkv * (pass == 0 ? 1 : 2);
+    const dim3 grid((unsigned)((items + WPB - 1) / WPB), (unsigned)c.batch);
+    OKV_BY_NPL(c.d, (prefill_stage_kernel<NPL><<<grid, WPB * 32, 0, st->stream>>>(c, q_indptr, kn, vn, idt, cap, pass,
+                                                                                  khi, klo, vh, vmax, st->d_status)));
     return cudaGetLastError();
 }
 
