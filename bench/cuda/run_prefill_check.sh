@@ -14,7 +14,9 @@ conf=${1:?CONF_DIR}
 bench=${2:?BENCH_DIR}
 out=${OUT:-/tmp/prefill-check}
 mkdir -p "$out"
-export OKV_BACKEND_PATH=${OKV_BACKEND_PATH:-$conf/lib}
+clib=$(cd "$conf/lib" && pwd) # the build's RUNPATH is absolute (the dev machine's checkout)
+export LD_LIBRARY_PATH="$clib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export OKV_BACKEND_PATH=${OKV_BACKEND_PATH:-$clib}
 cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$out/summary.txt" 2>&1
 t0=$(date +%s)
