@@ -479,6 +479,23 @@ okv_status_t ocl_demote(void *state, const okv_demote_params_t *p, okv_err_t *er
     return update_lens(st, pr, v, 0, n, none, err);
 }
 
+/* okv_attn_split also stages the V code rows of a chunk in local memory (CH * D/4
+ * bytes, kernels/okv_kernels.cl `vst`) on top of what the runtime's chunk choice
+ * (ocl_runtime.c) counts; halve the chunk until both fit the device. */
+static void attn_fit_chunk(const ocl_state_t *st, ocl_config_t *cfg)
+{
+    size_t budget = (size_t)st->local_mem > 512 ? (size_t)st->local_mem - 512 : 0;
+    size_t ng = (size_t)(cfg->d / cfg->gs), g = (size_t)cfg->gqa, d = (size_t)cfg->d;
+    while (cfg->ch > 16) {
+        size_t c = (size_t)cfg->ch;
+        size_t main_f = g * d + 4 * ((g + 3) / 4) + 2 * g * c + 2 * ng * c;
+        size_t fin_f = 4 * d + 8;
+        size_t bytes = 4 * (main_f > fin_f ? main_f : fin_f) + 8 * c + c * (d / 4 < 16 ? 16 : d / 4);
+        if (bytes <= budget) break;
+        cfg->ch /= 2;
+    }
+}
+
 /* -------------------------------------------------------------- dequantize -- */
 okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_err_t *err)
 {
@@ -488,6 +505,7 @@ okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_e
     if (p->out_rows <= 0 || v->batch <= 0) return OKV_SUCCESS;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     cfg.group = OCL_GROUP_READ;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
@@ -530,7 +548,11 @@ static void plan_tier(const ocl_state_t *st, const ocl_config_t *cfg, long bound
         long target = 16L * (long)st->compute_units; /* work-groups in flight per device */
         long have = parallel > 0 ? (long)parallel : 1;
         n = (target + have - 1) / have;
-        long maxn = (bound + 2L * cfg->ch - 1) / (2L * cfg->ch); /* at least two chunks per split */
+        /* at least one chunk per split: at batch 1 and short contexts the device has far
+         * more room than work-groups (4K context: 32 splits x 8 KV heads instead of 16 x 8),
+         * and a work-group's time is serial chunk after chunk; the merge pays little per
+         * extra split now that it reads the splits in parallel */
+        long maxn = (bound + cfg->ch - 1) / cfg->ch;
         if (n > maxn) n = maxn;
         if (n < 1) n = 1;
     }
@@ -685,6 +707,7 @@ okv_status_t ocl_decode_workspace(void *state, const okv_decode_params_t *p, siz
     ocl_state_t *st = state;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
     *bytes = pl.ws_bytes;
@@ -698,6 +721,7 @@ okv_status_t ocl_decode(void *state, const okv_decode_params_t *p, okv_err_t *er
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     cfg.group = OCL_GROUP_READ;
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
@@ -726,6 +750,7 @@ okv_status_t ocl_prefill_workspace(void *state, const okv_prefill_params_t *p, s
     ocl_state_t *st = state;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);
     *bytes = pl.ws_bytes;
@@ -739,6 +764,7 @@ okv_status_t ocl_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     cfg.group = OCL_GROUP_READ;
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);

@@ -9,6 +9,15 @@
 # NVIDIA's ICD is registered per TOOLCHAIN.md (no .icd file names it on that machine).
 #
 # usage (device tool, repo root): bash bench/opencl/run_h200.sh [conformance-args...]
+# Order: build, self-test (--quick), decode benchmark, conformance (last: it is the
+# longest and its timeout shrinks to what is left of the budget).
+# Environment (all optional):
+#   OKV_BENCH_ARGS     extra bench_opencl_decode options, e.g. "--ctx 4096,32768,131072 --batch 1,8"
+#   OKV_TOTAL_S        whole-script budget in seconds: the conformance timeout becomes
+#                      min(OKV_CONF_TIMEOUT, OKV_TOTAL_S - elapsed - 5)
+#   OKV_SELFTEST_TIMEOUT, OKV_BENCH_TIMEOUT, OKV_CONF_TIMEOUT  per-step timeouts (35, 80, 75)
+# Quick call (~2 min): OKV_TOTAL_S=150 OKV_BENCH_TIMEOUT=40 \
+#   OKV_BENCH_ARGS="--ctx 4096,32768,131072 --batch 1,8" bash bench/opencl/run_h200.sh --filter decode/
 set -u
 OUT=${OUT:-/tmp/okv-h200-out}
 mkdir -p "$OUT"
@@ -55,13 +64,21 @@ timeout "${OKV_SELFTEST_TIMEOUT:-35}" $B/bin/okv-opencl-selftest --quick > "$OUT
 echo "selftest exit $?" >> "$OUT/selftest.txt"
 grep -E "^probe|^device|FAIL|passed|exit" "$OUT/selftest.txt"
 
-stamp conformance
-timeout "${OKV_CONF_TIMEOUT:-75}" $B/bin/okv-conformance --backend opencl "$@" > "$OUT/conformance.txt" 2>&1
-echo "okv-conformance exit $?" >> "$OUT/conformance.txt"
-tail -16 "$OUT/conformance.txt"
-
 stamp bench
-timeout "${OKV_BENCH_TIMEOUT:-80}" $B/bin/bench_opencl_decode --out "$OUT/decode.md" > "$OUT/bench.log" 2>&1
+# shellcheck disable=SC2086 # OKV_BENCH_ARGS is a word list on purpose
+timeout "${OKV_BENCH_TIMEOUT:-80}" $B/bin/bench_opencl_decode --out "$OUT/decode.md" ${OKV_BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
 echo "bench exit $?" >> "$OUT/bench.log"
 cat "$OUT/bench.log"
+
+stamp conformance
+conf_t=${OKV_CONF_TIMEOUT:-75}
+if [ -n "${OKV_TOTAL_S:-}" ]; then
+  left=$((OKV_TOTAL_S - ($(date +%s) - t0) - 5))
+  [ "$left" -lt "$conf_t" ] && conf_t=$left
+  [ "$conf_t" -lt 1 ] && conf_t=1
+fi
+echo "conformance timeout ${conf_t} s, args: $*"
+timeout "$conf_t" $B/bin/okv-conformance --backend opencl "$@" > "$OUT/conformance.txt" 2>&1
+echo "okv-conformance exit $?" >> "$OUT/conformance.txt"
+tail -16 "$OUT/conformance.txt"
 stamp done
