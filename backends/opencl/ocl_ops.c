@@ -607,6 +607,36 @@ typedef struct attn_run {
     size_t workspace_bytes;
 } attn_run_t;
 
+/* One okv_attn_split launch: ns_a splits of tier_a, then ns_b of tier_b (-1: none). */
+static okv_status_t launch_split(ocl_state_t *st, ocl_program_t *pr, const ocl_config_t *cfg, const attn_run_t *r,
+                                 cl_mem ws, size_t ws_off, float scale, int tier_a, int chunk_a, int ns_a, int tier_b,
+                                 int chunk_b, int ns_b, int base, int ns_total, okv_err_t *err)
+{
+    ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_SPLIT]);
+    arg_cache(&a, r->cache);
+    arg_i32(&a, r->cache->batch);
+    arg_ref(&a, r->q);
+    arg_i32(&a, (int)r->q_dt);
+    arg_i32(&a, r->row_mode);
+    arg_ref(&a, r->q_indptr);
+    arg_ref(&a, r->k_new);
+    arg_ref(&a, r->v_new);
+    arg_i32(&a, (int)r->new_dt);
+    arg_f32(&a, scale);
+    arg_i32(&a, tier_a);
+    arg_i32(&a, chunk_a);
+    arg_i32(&a, ns_a);
+    arg_i32(&a, tier_b);
+    arg_i32(&a, chunk_b);
+    arg_i32(&a, base);
+    arg_i32(&a, ns_total);
+    arg_mem(&a, ws);
+    arg_u64(&a, ws_off);
+    size_t gws[3] = {(size_t)cfg->d * (size_t)(ns_a + ns_b), (size_t)cfg->hkv, (size_t)r->n_rows};
+    size_t lws[3] = {(size_t)cfg->d, 1, 1};
+    return launch(st, &a, "okv_attn_split", 3, gws, lws, err);
+}
+
 static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, const attn_plan_t *pl, const attn_run_t *r,
                                   okv_err_t *err)
 {
@@ -639,53 +669,21 @@ static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, cons
     }
     float scale = r->sm_scale > 0.0f ? r->sm_scale : 1.0f / sqrtf((float)cfg->d);
     int base = 0;
-    for (int tier = 0; tier < 3; ++tier) {
-        if (pl->ns[tier] == 0) continue;
-        ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_SPLIT]);
-        arg_cache(&a, r->cache);
-        arg_i32(&a, r->cache->batch);
-        arg_ref(&a, r->q);
-        arg_i32(&a, (int)r->q_dt);
-        arg_i32(&a, r->row_mode);
-        arg_ref(&a, r->q_indptr);
-        arg_ref(&a, r->k_new);
-        arg_ref(&a, r->v_new);
-        arg_i32(&a, (int)r->new_dt);
-        arg_f32(&a, scale);
-        arg_i32(&a, tier);
-        arg_i32(&a, pl->chunk[tier]);
-        arg_i32(&a, base);
-        arg_i32(&a, pl->ns_total);
-        arg_mem(&a, ws);
-        arg_u64(&a, ws_off);
-        size_t gws[3] = {(size_t)cfg->d * (size_t)pl->ns[tier], (size_t)cfg->hkv, (size_t)r->n_rows};
-        size_t lws[3] = {(size_t)cfg->d, 1, 1};
-        OKV_TRY(launch(st, &a, "okv_attn_split", 3, gws, lws, err));
-        base += pl->ns[tier];
+    for (int tier = 0; tier < 3;) {
+        if (pl->ns[tier] == 0) {
+            ++tier;
+            continue;
+        }
+        /* BF16 + INT2 tiers in one launch (see okv_attn_split) */
+        int tb = tier == 0 && pl->ns[1] > 0 ? 1 : -1;
+        int nb = tb >= 0 ? pl->ns[tb] : 0;
+        OKV_TRY(launch_split(st, pr, cfg, r, ws, ws_off, scale, tier, pl->chunk[tier], pl->ns[tier], tb,
+                             tb >= 0 ? pl->chunk[tb] : 0, nb, base, pl->ns_total, err));
+        base += pl->ns[tier] + nb;
+        tier = tb >= 0 ? tb + 1 : tier + 1;
     }
-    if (base == 0) {
-        /* no tier at all: write one empty partial per (row, hq) through a zero-length split */
-        ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_SPLIT]);
-        arg_cache(&a, r->cache);
-        arg_i32(&a, r->cache->batch);
-        arg_ref(&a, r->q);
-        arg_i32(&a, (int)r->q_dt);
-        arg_i32(&a, r->row_mode);
-        arg_ref(&a, r->q_indptr);
-        arg_ref(&a, r->k_new);
-        arg_ref(&a, r->v_new);
-        arg_i32(&a, (int)r->new_dt);
-        arg_f32(&a, scale);
-        arg_i32(&a, 0);
-        arg_i32(&a, 0);
-        arg_i32(&a, 0);
-        arg_i32(&a, pl->ns_total);
-        arg_mem(&a, ws);
-        arg_u64(&a, ws_off);
-        size_t gws[3] = {(size_t)cfg->d, (size_t)cfg->hkv, (size_t)r->n_rows};
-        size_t lws[3] = {(size_t)cfg->d, 1, 1};
-        OKV_TRY(launch(st, &a, "okv_attn_split", 3, gws, lws, err));
-    }
+    if (base == 0) /* no tier at all: write one empty partial per (row, hq) through a zero-length split */
+        OKV_TRY(launch_split(st, pr, cfg, r, ws, ws_off, scale, 0, 0, 1, -1, 0, 0, 0, pl->ns_total, err));
     ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_MERGE]);
     arg_mem(&a, ws);
     arg_u64(&a, ws_off);

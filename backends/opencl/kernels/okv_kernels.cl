@@ -411,7 +411,11 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
  *   tier 1: the INT2 tier
  *   tier 2: the chunk's own new rows (prefill only; causal)
  * Grid (OKV_D * n_splits, HKV, n_rows), work-group (OKV_D). Each work-group writes
- * its unnormalised partial (acc[D], m, l) to ws[row][hq][split_base + split]. Rows:
+ * its unnormalised partial (acc[D], m, l) to ws[row][hq][split_base + group]. One
+ * launch may hold two tiers: groups [0, ns_a) run tier_a with chunk_a, the rest
+ * tier_b (>= 0) with chunk_b. Decode runs the BF16 and INT2 tiers in one launch: the
+ * small BF16 tier no longer occupies the device alone (a few dozen work-groups for
+ * the time of one chunk) before the INT2 launch starts, and one launch gap less. Rows:
  * row_mode 0 -> row = sequence (decode); row_mode 1 -> row is a prefill query row of
  * sequence find_seq(q_indptr, row).
  * Per chunk of OKV_CH tokens: (1) work item t scores token t for all GQA heads (q in
@@ -471,8 +475,8 @@ OKV_FN float4 okv_bf16x4(uint2 w)
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, int q_dt, int row_mode,
                __global const uchar *qip_b, ulong qip_o, __global const uchar *kn_b, ulong kn_o,
-               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier, int chunk, int split_base,
-               int ns_total, __global uchar *ws_b, ulong ws_o)
+               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier_a, int chunk_a, int ns_a,
+               int tier_b, int chunk_b, int split_base, int ns_total, __global uchar *ws_b, ulong ws_o)
 {
     /* float4 storage: 16-byte alignment is then known to the compiler, so the q and
      * probability reads below are single 128-bit local loads (local-memory instruction
@@ -487,7 +491,12 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
     __local uint4 vst[OKV_CH * (OKV_Q4 / 16)];
 
     const int lid = (int)get_local_id(0);
-    const int split = (int)get_group_id(0);
+    const int group = (int)get_group_id(0);
+    const int in_b = tier_b >= 0 && group >= ns_a; /* uniform over the work-group */
+    const int tier = in_b ? tier_b : tier_a;
+    const int chunk = in_b ? chunk_b : chunk_a;
+    const int split = in_b ? group - ns_a : group;
+    const int nsplit = in_b ? (int)get_num_groups(0) - ns_a : ns_a;
     const int head = (int)get_global_id(1);
     const int row = (int)get_global_id(2);
     const int jb = lid % OKV_CW, tg = lid / OKV_CW;
@@ -511,7 +520,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
     const int start = split * chunk;
     int end = start + chunk;
     /* the last split runs to the end: a max_seq_len below the real length costs time, not tokens */
-    if (end > count || split == (int)get_num_groups(0) - 1) end = count;
+    if (end > count || split == nsplit - 1) end = count;
 
     /* q -> local; INT2 tier: permuted so that the 4 channels of packed byte j sit at 4j..4j+3 */
     for (int i = 0; i < OKV_GQA; ++i) {
@@ -804,7 +813,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             bt += lm[OKV_LM_FIN_B + g];
         }
         ulong base =
-            (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
+            (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + group)) *
             (ulong)(OKV_D + 2);
         ws[base + lid] = a + bt;
         if (lid == 0) {
