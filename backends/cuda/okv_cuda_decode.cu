@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "okv_cuda.h"
+#include "okv_cuda_dev.h"
 #include "okv_format.h"
 
 extern "C" int okvc_decode_stages_override = 0;
@@ -138,40 +139,6 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel)
 /* fp16 pair of subnormals 4^k c 2^-24 for the codes at bits 2k and 16 + 2k of x
  * (MASK = 0x00030003 << 2k): one LOP3. */
 template <uint32_t MASK> __device__ __forceinline__ uint32_t codes(uint32_t x) { return x & MASK; }
-__device__ __forceinline__ float ex2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-__device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
-{
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-}
-__device__ __forceinline__ uint32_t pack_bf2(float lo, float hi)
-{
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-}
-__device__ __forceinline__ float bf_lo(uint32_t x) { return __uint_as_float(x << 16); }
-__device__ __forceinline__ float bf_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
-
-__device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
-{
-    if (dtype == OKV_DTYPE_F32) return ((const float *)p)[i];
-    unsigned short h = ((const unsigned short *)p)[i];
-    return dtype == OKV_DTYPE_F16 ? __half2float(__ushort_as_half(h)) : __uint_as_float(((unsigned)h) << 16);
-}
-__device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
-{
-    if (dtype == OKV_DTYPE_F32)
-        ((float *)p)[i] = v;
-    else if (dtype == OKV_DTYPE_F16)
-        ((__half *)p)[i] = __float2half_rn(v);
-    else
-        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
-}
 
 struct Ctx {
     int b, h, qh0, gh; /* sequence, KV head, first query head, query heads in this chunk */

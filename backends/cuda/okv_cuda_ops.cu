@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "okv_cuda.h"
+#include "okv_cuda_dev.h"
 #include "okv_format.h"
 
 namespace
@@ -29,21 +30,6 @@ namespace
 
 constexpr float NEG_INF = -__builtin_huge_valf();
 
-__device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
-{
-    if (dtype == OKV_DTYPE_F32) return ((const float *)p)[i];
-    unsigned short h = ((const unsigned short *)p)[i];
-    return dtype == OKV_DTYPE_F16 ? __half2float(__ushort_as_half(h)) : __uint_as_float(((unsigned)h) << 16);
-}
-__device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
-{
-    if (dtype == OKV_DTYPE_F32)
-        ((float *)p)[i] = v;
-    else if (dtype == OKV_DTYPE_F16)
-        ((__half *)p)[i] = __float2half_rn(v);
-    else
-        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
-}
 __device__ __forceinline__ float warp_sum(float v)
 {
 #pragma unroll

@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "okv_cuda.h"
+#include "okv_cuda_dev.h"
 #include "okv_format.h"
 
 namespace
@@ -79,40 +80,6 @@ __device__ __forceinline__ void mma_f16(float c[4], const uint32_t a[4], uint32_
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ float ex2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-/* element lo in bits 0-15 (the lower column of an mma fragment), hi in 16-31 */
-__device__ __forceinline__ uint32_t pack_bf2(float lo, float hi)
-{
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-}
-__device__ __forceinline__ uint32_t pack_h2(float lo, float hi)
-{
-    __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-}
-__device__ __forceinline__ float bf_lo(uint32_t x) { return __uint_as_float(x << 16); }
-__device__ __forceinline__ float bf_hi(uint32_t x) { return __uint_as_float(x & 0xffff0000u); }
-__device__ __forceinline__ float ld_any(const void *p, int dtype, size_t i)
-{
-    if (dtype == OKV_DTYPE_F32) return ((const float *)p)[i];
-    unsigned short h = ((const unsigned short *)p)[i];
-    return dtype == OKV_DTYPE_F16 ? __half2float(__ushort_as_half(h)) : __uint_as_float(((unsigned)h) << 16);
-}
-__device__ __forceinline__ void st_any(void *p, int dtype, size_t i, float v)
-{
-    if (dtype == OKV_DTYPE_F32)
-        ((float *)p)[i] = v;
-    else if (dtype == OKV_DTYPE_F16)
-        ((__half *)p)[i] = __float2half_rn(v);
-    else
-        ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
 }
 
 /* Tile geometry per head dim. RS: shared row stride in bytes (16 bytes of padding: the
