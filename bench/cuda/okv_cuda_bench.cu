@@ -91,10 +91,14 @@ static void *dalloc(size_t n)
     CK(cudaMalloc(&p, n ? n : 1));
     return p;
 }
+/* The ops run on the context's own non-blocking stream, which does not wait for the
+ * legacy stream: a pageable cudaMemcpy may return before its DMA lands, so every
+ * upload (and the poison below) is completed before any op can read it. */
 static void *dupload(const void *h, size_t n)
 {
     void *p = dalloc(n);
     if (n) CK(cudaMemcpy(p, h, n, cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize());
     return p;
 }
 
@@ -335,6 +339,7 @@ static void check_decode(int hq, int hkv, int d, int g, okv_dtype_t meta, int P,
     void *dq = dupload(q.data(), q.size()), *dout = dalloc(nq * 4), *dlse = dalloc((size_t)B * hq * 4);
     void *drot = dupload(rot.data(), rot.size() * 4);
     CK(cudaMemset(dout, 0xff, nq * 4)); /* NaN poison */
+    CK(cudaDeviceSynchronize());        /* ... landed before the decode's stream writes out */
     int maxlen = *std::max_element(lens.begin(), lens.end());
     okv_decode_params_t p;
     memset(&p, 0, sizeof p);

@@ -163,7 +163,10 @@ typedef struct okv_buffer okv_buffer_t;
 
 OKV_API okv_status_t okv_buffer_create(okv_context_t *ctx, size_t bytes, okv_buffer_t **buf);
 /* Wrap caller memory (no copy, not freed by destroy): a device pointer for cuda/hip,
- * a cl_mem for opencl, a host pointer for ref. */
+ * a cl_mem for opencl, a host pointer for ref. Ops run in order on the context's
+ * stream/queue only: what the caller writes into wrapped memory on another stream
+ * (including the legacy default stream) must be complete or event-ordered before the
+ * op is enqueued. okv_buffer_write/read are synchronous. */
 OKV_API okv_status_t okv_buffer_wrap(okv_context_t *ctx, void *native, size_t bytes, okv_buffer_t **buf);
 OKV_API void okv_buffer_destroy(okv_buffer_t *buf);
 OKV_API size_t okv_buffer_size(const okv_buffer_t *buf);
