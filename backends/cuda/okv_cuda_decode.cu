@@ -824,7 +824,7 @@ template <int D> __global__ void __launch_bounds__(D *MSG) merge_kernel(okvc_dec
     const float ov = sum > 0.f ? acc / sum : 0.f;
     if (a.unrotate && a.v_rotation) {
         os[ch] = ov;
-        asm volatile("bar.sync 1, %0;\n" ::"n"(D)); /* the other groups have left */
+        asm volatile("bar.sync 1, %0;\n" ::"n"(D) : "memory"); /* the other groups have left */
         const int h = (int)(qi % c.hq) / (c.hq / c.hkv);
         const float *R = a.v_rotation + (a.per_head_rotation ? (size_t)h * D * D : 0);
         float r = 0.f;
