@@ -901,6 +901,25 @@ static double median(std::vector<double> v)
     return v[v.size() / 2];
 }
 
+/* Median per-call time (us) of reps x calls back-to-back calls between two events on
+ * the context's stream; call(i) gets the buffer set i % nb (caches rotated past L2). */
+template <typename F>
+static double median_call_us(F &&call, int nb, int reps, int calls, cudaEvent_t e0, cudaEvent_t e1)
+{
+    std::vector<double> t;
+    for (int r = 0; r < reps; ++r) {
+        CK(cudaEventRecord(e0, ST->stream));
+        for (int i = 0; i < calls; ++i)
+            call((r * calls + i) % nb);
+        CK(cudaEventRecord(e1, ST->stream));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        t.push_back(1000.0 * ms / calls);
+    }
+    return median(t);
+}
+
 /* one decode configuration: nbuf independent caches (and q/out), time both paths */
 static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, int reps, int calls)
 {
@@ -983,18 +1002,7 @@ static void bench_decode(int B, int ctx, int hq, int hkv, int d, bool do_bf16, i
         for (int i = 0; i < 3; ++i)
             call(i % nb);
         CK(cudaStreamSynchronize(ST->stream));
-        std::vector<double> t;
-        for (int r = 0; r < reps; ++r) {
-            CK(cudaEventRecord(e0, ST->stream));
-            for (int i = 0; i < calls; ++i)
-                call((r * calls + i) % nb);
-            CK(cudaEventRecord(e1, ST->stream));
-            CK(cudaEventSynchronize(e1));
-            float ms = 0;
-            CK(cudaEventElapsedTime(&ms, e0, e1));
-            t.push_back(1000.0 * ms / calls);
-        }
-        return median(t);
+        return median_call_us(call, nb, reps, calls, e0, e1);
     };
     /* ---- INT2 path (through the module's op table) ---- */
     {
@@ -1284,20 +1292,10 @@ template <typename F> static double time_adaptive(F &&call, int nb, double budge
     if (getenv("OKV_PREFILL_CALLS")) calls = std::max(1, atoi(getenv("OKV_PREFILL_CALLS")));
     if (t1 < 0.05) /* cheap: a third warm-up call, as the decode timing has */
         one(2);
-    std::vector<double> t;
-    for (int r = 0; r < reps; ++r) {
-        CK(cudaEventRecord(e0, ST->stream));
-        for (int i = 0; i < calls; ++i)
-            call((r * calls + i) % nb);
-        CK(cudaEventRecord(e1, ST->stream));
-        CK(cudaEventSynchronize(e1));
-        float ms = 0;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        t.push_back(1000.0 * ms / calls);
-    }
+    const double us = median_call_us(call, nb, reps, calls, e0, e1);
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    return median(t);
+    return us;
 }
 
 /* Batch-1 prefill: a chunk of n query tokens (q, k_new, v_new bf16, causal within
