@@ -272,6 +272,7 @@ okv_status_t hp_synchronize(void *state, okv_err_t *err)
 /* ---- device status word ---- */
 okv_status_t flags_clear(okvh_state_t *st, okv_err_t *err)
 {
+    if (st->trust_inputs) return OKV_SUCCESS; /* trusted: the word is never read back */
     CK(hipMemsetAsync(st->d_flags, 0, sizeof(int), STREAM(st)), "status word reset");
     return OKV_SUCCESS;
 }
