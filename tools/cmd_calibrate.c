@@ -12,6 +12,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: oscarkv calibrate DUMPS_DIR OUT.safetensors [--method oscar|none|hadamard|u-only|plain-cov]\n"
                "       [--per-head] [--fit-clips] [--exact-value-target] [--k-clip R] [--v-clip R] [--no-perm]\n"
+               "       [--no-center] [--no-scale]   (reference-compatible orthogonal R_K: both)\n"
                "DUMPS_DIR holds layer_0/, layer_1/, ... each with q.npy, k.npy, v.npy of shape [N, H, d]\n"
                "(q and k after q/k-norm and RoPE, v raw), float16 or float32.\n");
 }
@@ -63,6 +64,10 @@ int cmd_calibrate(int argc, char **argv)
             opt.fit_clips = 1;
         } else if (strcmp(a, "--exact-value-target") == 0) {
             target = OKV_VALUE_TARGET_EXACT;
+        } else if (strcmp(a, "--no-center") == 0) {
+            opt.center_keys = 0;
+        } else if (strcmp(a, "--no-scale") == 0) {
+            opt.scale_keys = 0;
         } else if (strcmp(a, "--no-perm") == 0) {
             opt.use_permutation = 0;
         } else if (strcmp(a, "--k-clip") == 0 && val) {

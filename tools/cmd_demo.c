@@ -23,16 +23,18 @@ typedef struct method {
     okv_rotation_method_t rot;
     int fit_clips;
     int center_keys; /* subtract the calibration mean key before rotation (ours; exact for softmax) */
+    int scale_keys;  /* query-energy key scaling, queries use q_rotation (ours; the library default) */
     int int2;        /* 0: BF16 baseline (no rotation, everything in the BF16 tier) */
 } method_t;
 
 static const method_t k_methods[] = {
-    {"bf16", OKV_ROT_NONE, 0, 0, 0},
-    {"int2 no rotation", OKV_ROT_NONE, 0, 0, 1},
-    {"int2 hadamard", OKV_ROT_HADAMARD, 0, 0, 1},
-    {"oscar (paper)", OKV_ROT_OSCAR, 0, 0, 1},
-    {"oscar +center", OKV_ROT_OSCAR, 0, 1, 1},
-    {"oscar +center+fit", OKV_ROT_OSCAR, 1, 1, 1},
+    {"bf16", OKV_ROT_NONE, 0, 0, 0, 0},
+    {"int2 no rotation", OKV_ROT_NONE, 0, 0, 0, 1},
+    {"int2 hadamard", OKV_ROT_HADAMARD, 0, 0, 0, 1},
+    {"oscar (paper)", OKV_ROT_OSCAR, 0, 0, 0, 1},
+    {"oscar +center", OKV_ROT_OSCAR, 0, 1, 0, 1},
+    {"oscar +center+fit", OKV_ROT_OSCAR, 1, 1, 0, 1},
+    {"oscar +center+scale+fit", OKV_ROT_OSCAR, 1, 1, 1, 1},
 };
 #define N_METHODS ((int)(sizeof k_methods / sizeof k_methods[0]))
 
@@ -88,6 +90,7 @@ static okv_status_t make_rotations(okv_calibrator_t *cal, const method_t *m, okv
     opt.method = m->rot;
     opt.fit_clips = m->fit_clips;
     opt.center_keys = m->center_keys;
+    opt.scale_keys = m->scale_keys;
     return okv_calibrator_finalize(cal, &opt, rs);
 }
 
@@ -135,6 +138,7 @@ static okv_status_t run_method(okv_context_t *ctx, const demo_data_t *data, cons
         r.v = L->v;
         r.q = L->q + ((size_t)L->n_tokens - queries) * hq * d;
         r.k_rot = m->int2 ? lr.k_rotation : eye;
+        r.q_matrix = m->int2 ? lr.q_rotation : NULL;
         r.v_rot = m->int2 ? lr.v_rotation : eye;
         r.k_clip = m->int2 ? lr.k_clip_ratio : 1.0f;
         r.k_bias = m->int2 ? lr.k_mean : NULL;
@@ -274,11 +278,11 @@ int cmd_demo(int argc, char **argv)
         if (st != OKV_SUCCESS) goto fail;
     }
 
-    printf("\n%-18s %9s %11s | %-24s | %-24s | %9s\n", "", "", "", "  sink + recent in BF16", "  everything INT2", "");
-    printf("%-18s %9s %11s | %11s %12s | %11s %12s | %9s\n", "method", "bits/elem", "mem vs bf16", "out relerr",
+    printf("\n%-23s %9s %11s | %-24s | %-24s | %9s\n", "", "", "", "  sink + recent in BF16", "  everything INT2", "");
+    printf("%-23s %9s %11s | %11s %12s | %11s %12s | %9s\n", "method", "bits/elem", "mem vs bf16", "out relerr",
            "attn KL", "out relerr", "attn KL", "decode ms");
     for (int m = 0; m < N_METHODS; ++m)
-        printf("%-18s %9.3f %10.2fx | %11.4f %12.5f | %11.4f %12.5f | %9.3f\n", k_methods[m].name, all[m].bpe,
+        printf("%-23s %9.3f %10.2fx | %11.4f %12.5f | %11.4f %12.5f | %9.3f\n", k_methods[m].name, all[m].bpe,
                16.0 / all[m].bpe, win[m].relerr, win[m].kl, all[m].relerr, all[m].kl, win[m].ms);
     okv_cache_desc_t def;
     okv_cache_desc_init(&def);

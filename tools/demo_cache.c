@@ -167,7 +167,8 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
     TRY(okv_buffer_read(ctx, dq.k_out.buffer, 0, r->k_hat, kv_bytes));
     memcpy(r->rows_indptr, pl.rows_indptr, sizeof(int32_t) * (size_t)(M + 1));
 
-    /* rotate the queries by R_K, then decode with the output un-rotated by R_V^T */
+    /* rotate the queries by R_K (by q_rotation = R_K^-T with key scaling), then decode with
+     * the output un-rotated by R_V^T */
     size_t q_bytes = sizeof(float) * (size_t)M * hq * hd;
     okv_rotate_params_t rp;
     okv_rotate_params_init(&rp);
@@ -175,6 +176,7 @@ okv_status_t demo_run_layer(demo_run_t *r, char *err, size_t err_cap)
     TRY(mk(ctx, &bs, q_bytes, NULL, &rp.out));
     rp.x_dtype = rp.out_dtype = OKV_DTYPE_F32;
     rp.rotation = ap.k_rotation;
+    if (r->q_matrix) TRY(mk(ctx, &bs, sizeof(float) * hd * hd, r->q_matrix, &rp.rotation));
     rp.n_rows = M;
     rp.n_heads = hq;
     rp.head_dim = hd;

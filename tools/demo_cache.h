@@ -16,6 +16,7 @@ typedef struct demo_run {
     const float *k, *v;         /* [n_tokens, Hkv, d], unrotated */
     const float *q;             /* [n_queries, Hq, d], unrotated, query b sees n_tokens-n_queries+b+1 keys */
     const float *k_rot, *v_rot; /* [d, d] */
+    const float *q_matrix;      /* [d, d] the queries' matrix (key scaling's q_rotation), or NULL: k_rot */
     float k_clip, v_clip;
     const float *k_bias; /* [d] key centering vector (calibration k_mean), or NULL */
     int32_t timing_reps;

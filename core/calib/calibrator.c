@@ -33,6 +33,8 @@ OKV_API void okv_calib_options_init(okv_calib_options_t *opt)
     okv_cache_desc_init(&opt->quant);
     opt->progress = 0;
     opt->center_keys = 1;
+    opt->scale_keys = 1;
+    opt->scale_eps = 0.01f;
 }
 
 #define MAX_CALIB_LAYERS 4096

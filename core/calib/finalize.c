@@ -1,5 +1,6 @@
-/* finalize.c - okv_calibrator_finalize: targets -> eigenvectors -> R = U H P -> k_mean ->
- * clip ratios (fixed or fitted) -> rotation set with provenance metadata. */
+/* finalize.c - okv_calibrator_finalize: targets -> eigenvectors -> R = U H P (keys: U D H P
+ * and the queries' U D^-1 H P with key scaling) -> k_mean -> clip ratios (fixed or fitted)
+ * -> rotation set with provenance metadata. */
 #include "calibrator_impl.h"
 
 #include "eigen.h"
@@ -28,7 +29,9 @@ typedef struct fin_ctx {
     okv_calibrator_t *cal;
     const okv_calib_options_t *opt;
     int d, hq, hkv, g, n_rot;
+    int scale_keys;                   /* key scaling applies (option set and an eigen method of C_Q) */
     double *target, *U, *w, *R, *tmp; /* d x d scratch (w: d) */
+    double *scale;                    /* d: the key scaling D */
 } fin_ctx_t;
 
 /* Target matrix (full symmetric) of layer L, K (kv 0) or V (kv 1), rotation r
@@ -60,6 +63,67 @@ static okv_status_t build_target(fin_ctx_t *F, const calib_layer_t *L, int kv, i
             out[i] += weight * F->tmp[i];
     }
     return OKV_SUCCESS;
+}
+
+/* Key scaling D (see okv_calib_options_t.scale_keys) of rotation r from C_Q's eigenpairs
+ * (U columns, lam ascending): mu_i = u_i^T C_K u_i with C_K the second moment of the keys
+ * as the cache stores them (centered by k_mean when it is set); lam and mu each get
+ * scale_eps times their mean added (bounds D where both vanish), D_i = (lam_i / mu_i)^(1/4)
+ * normalised to geometric mean 1. Minimises E[(q.e)^2] ~ (sum mu_i D_i^2)(sum lam_i / D_i^2)
+ * over D when the INT2 error e is isotropic after H with variance ~ the row's energy. */
+static void key_scaling(fin_ctx_t *F, const calib_layer_t *L, const okv_rot_layer_t *RL, int r, double *D)
+{
+    int d = F->d, hkv = F->hkv;
+    int h0 = F->n_rot == 1 ? 0 : r, h1 = F->n_rot == 1 ? hkv : r + 1;
+    double N = (double)L->tokens, *C = F->target;
+    memset(C, 0, sizeof(double) * (size_t)d * d);
+    for (int h = h0; h < h1; ++h) {
+        okv_sym_finish(d, L->kk + (size_t)h * d * d, 1.0 / N, F->tmp);
+        for (size_t i = 0; i < (size_t)d * d; ++i)
+            C[i] += F->tmp[i] / (double)(h1 - h0);
+    }
+    if (RL->k_mean) { /* E[(k - m)(k - m)^T] = E[k k^T] - m m^T when m is the mean of those keys */
+        const float *m = RL->k_mean + (size_t)r * d;
+        for (int i = 0; i < d; ++i)
+            for (int j = 0; j < d; ++j)
+                C[(size_t)i * d + j] -= (double)m[i] * (double)m[j];
+    }
+    double lam_mean = 0.0, mu_mean = 0.0;
+    for (int k = 0; k < d; ++k) {
+        double mu = 0.0;
+        for (int i = 0; i < d; ++i) {
+            double ci = 0.0;
+            for (int j = 0; j < d; ++j)
+                ci += C[(size_t)i * d + j] * F->U[(size_t)j * d + k];
+            mu += F->U[(size_t)i * d + k] * ci;
+        }
+        D[k] = mu > 0.0 ? mu : 0.0; /* mu for now */
+        mu_mean += D[k] / d;
+        lam_mean += (F->w[k] > 0.0 ? F->w[k] : 0.0) / d;
+    }
+    double eps = (double)F->opt->scale_eps, log_mean = 0.0;
+    for (int k = 0; k < d; ++k) {
+        double lam = (F->w[k] > 0.0 ? F->w[k] : 0.0) + eps * lam_mean;
+        double mu = D[k] + eps * mu_mean;
+        D[k] = (lam > 0.0 && mu > 0.0) ? pow(lam / mu, 0.25) : 1.0;
+        log_mean += log(D[k]) / d;
+    }
+    double norm = exp(-log_mean);
+    for (int k = 0; k < d; ++k)
+        D[k] *= norm;
+}
+
+/* rot <- compose(U diag(D^sign)): the key (sign +1) or query (sign -1) matrix of key scaling. */
+static okv_status_t compose_scaled(fin_ctx_t *F, const double *D, int sign, float *rot)
+{
+    int d = F->d;
+    for (int i = 0; i < d; ++i)
+        for (int k = 0; k < d; ++k)
+            F->tmp[(size_t)i * d + k] = sign > 0 ? F->U[(size_t)i * d + k] * D[k] : F->U[(size_t)i * d + k] / D[k];
+    okv_status_t st = okv_compose_rotation(F->opt->method, d, F->tmp, F->opt->use_permutation, F->R);
+    for (size_t i = 0; st == OKV_SUCCESS && i < (size_t)d * d; ++i)
+        rot[i] = (float)F->R[i];
+    return st;
 }
 
 static okv_status_t rotate_rows(const float *x, float *out, int rows, int heads, int d, const float *rot, int n_rot,
@@ -96,7 +160,7 @@ static okv_status_t fit_layer_clips(fin_ctx_t *F, const calib_layer_t *L, okv_ro
     okv_status_t st = OKV_SUCCESS;
     if (!q || !k || !v || !exact) st = okv_fail(&F->cal->err, OKV_ERROR_OUT_OF_MEMORY, "clip fit: out of memory");
     if (st == OKV_SUCCESS) {
-        rotate_rows(L->hq, q, t, F->hq, d, RL->k_rot, F->n_rot, F->g);
+        rotate_rows(L->hq, q, t, F->hq, d, RL->q_rot ? RL->q_rot : RL->k_rot, F->n_rot, F->g);
         if (RL->k_mean) {
             /* the cache stores (k - k_mean) R: center in float like the backends, into v's
              * buffer (rotated into k, then v is overwritten below) */
@@ -158,12 +222,21 @@ static okv_status_t set_k_mean(fin_ctx_t *F, const calib_layer_t *L, okv_rot_lay
     return OKV_SUCCESS;
 }
 
+/* Key scaling needs C_Q's eigenvectors: OSCAR and U_ONLY (PLAIN_COV's U comes from K^T K). */
+static int scaling_applies(const okv_calib_options_t *o)
+{
+    return o->scale_keys && (o->method == OKV_ROT_OSCAR || o->method == OKV_ROT_U_ONLY);
+}
+
 static okv_status_t check_options(okv_calibrator_t *cal, const okv_calib_options_t *opt)
 {
     okv_err_t *e = &cal->err;
-    if (opt->size < sizeof *opt)
+    if (opt->size < offsetof(okv_calib_options_t, scale_keys))
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT,
-                        "okv_calib_options_t.size %zu < %zu (use okv_calib_options_init)", opt->size, sizeof *opt);
+                        "okv_calib_options_t.size %zu < %zu (use okv_calib_options_init)", opt->size,
+                        offsetof(okv_calib_options_t, scale_keys));
+    if (opt->scale_keys && !(opt->scale_eps > 0.0f && opt->scale_eps <= 1e3f))
+        return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "scale_eps %g outside (0, 1000]", (double)opt->scale_eps);
     if ((int)opt->method < OKV_ROT_OSCAR || (int)opt->method > OKV_ROT_PLAIN_COV)
         return okv_fail(e, OKV_ERROR_INVALID_ARGUMENT, "unknown rotation method %d", (int)opt->method);
     if (opt->granularity != OKV_GRANULARITY_LAYER && opt->granularity != OKV_GRANULARITY_HEAD)
@@ -198,7 +271,8 @@ static okv_status_t put_meta(okv_calibrator_t *cal, okv_rotation_set_t *rs, cons
         if (st == OKV_SUCCESS) st = okv_rot_meta_put(rs, k, v);                                                        \
     } while (0)
     PUT("format", "oscarkv-rotation");
-    PUT("format_version", "1");
+    /* 2: the set carries q_rotation (queries must not use k_rotation); 1 otherwise */
+    PUT("format_version", scaling_applies(opt) ? "2" : "1");
     PUT("method", method_name(opt->method));
     PUT("granularity", opt->granularity == OKV_GRANULARITY_HEAD ? "head" : "layer");
     PUT("value_target", cal->desc.value_target == OKV_VALUE_TARGET_EXACT ? "exact" : "reference");
@@ -214,6 +288,11 @@ static okv_status_t put_meta(okv_calibrator_t *cal, okv_rotation_set_t *rs, cons
     snprintf(buf, sizeof buf, "%d", (int)cal->desc.n_kv_heads);
     PUT("n_kv_heads", buf);
     PUT("center_keys", opt->center_keys ? "1" : "0");
+    PUT("key_scaling", scaling_applies(opt) ? "query_energy" : "none");
+    if (scaling_applies(opt)) {
+        snprintf(buf, sizeof buf, "%.4g", (double)opt->scale_eps);
+        PUT("scale_eps", buf);
+    }
     PUT("clip_mode", opt->fit_clips ? "fitted" : "fixed");
     snprintf(buf, sizeof buf, "%.4g", (double)opt->k_clip_ratio);
     PUT("k_clip_fixed", buf);
@@ -245,11 +324,18 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
     if (!opt || !rotations)
         return okv_fail(&cal->err, OKV_ERROR_NULL_POINTER, "okv_calibrator_finalize: NULL argument");
     *rotations = NULL;
+    /* options structs from before scale_keys (smaller size): no key scaling */
+    okv_calib_options_t o;
+    okv_calib_options_init(&o);
+    o.scale_keys = 0;
+    memcpy(&o, opt, opt->size < sizeof o ? opt->size : sizeof o);
+    opt = &o;
     okv_status_t st = check_options(cal, opt);
     if (st != OKV_SUCCESS) return st;
     fin_ctx_t F = {0};
     F.cal = cal;
     F.opt = opt;
+    F.scale_keys = scaling_applies(opt);
     F.d = cal->desc.head_dim;
     F.hq = cal->desc.n_q_heads;
     F.hkv = cal->desc.n_kv_heads;
@@ -263,7 +349,8 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
     F.R = malloc(sizeof(double) * dd);
     F.tmp = malloc(sizeof(double) * dd);
     F.w = malloc(sizeof(double) * (size_t)F.d);
-    if (!report || !F.target || !F.U || !F.R || !F.tmp || !F.w) {
+    F.scale = malloc(sizeof(double) * (size_t)F.d);
+    if (!report || !F.target || !F.U || !F.R || !F.tmp || !F.w || !F.scale) {
         st = okv_fail(&cal->err, OKV_ERROR_OUT_OF_MEMORY, "finalize: out of memory");
         goto done;
     }
@@ -276,6 +363,14 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
     for (int32_t l = 0; l < cal->desc.n_layers && st == OKV_SUCCESS; ++l) {
         const calib_layer_t *L = &cal->layers[l];
         okv_rot_layer_t *RL = &rs->layers[l];
+        if (opt->center_keys) { /* before the rotations: key scaling measures the centered keys */
+            st = set_k_mean(&F, L, RL);
+            if (st != OKV_SUCCESS) break;
+        }
+        if (F.scale_keys && !(RL->q_rot = malloc(sizeof(float) * (size_t)F.n_rot * dd))) {
+            st = okv_fail(&cal->err, OKV_ERROR_OUT_OF_MEMORY, "finalize: out of memory");
+            break;
+        }
         for (int kv = 0; kv < 2 && st == OKV_SUCCESS; ++kv) {
             float *rot = kv ? RL->v_rot : RL->k_rot;
             float **eig = kv ? &RL->v_eig : &RL->k_eig;
@@ -302,20 +397,22 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
                     for (int i = 0; i < F.d; ++i)
                         (*eig)[(size_t)r * F.d + i] = (float)F.w[i];
                 }
-                st = okv_compose_rotation(opt->method, F.d, eigen ? F.U : NULL, opt->use_permutation, F.R);
+                if (kv == 0 && F.scale_keys) {
+                    key_scaling(&F, L, RL, r, F.scale);
+                    st = compose_scaled(&F, F.scale, +1, rot + (size_t)r * dd);
+                    if (st == OKV_SUCCESS) st = compose_scaled(&F, F.scale, -1, RL->q_rot + (size_t)r * dd);
+                } else {
+                    st = okv_compose_rotation(opt->method, F.d, eigen ? F.U : NULL, opt->use_permutation, F.R);
+                    for (size_t i = 0; st == OKV_SUCCESS && i < dd; ++i)
+                        rot[(size_t)r * dd + i] = (float)F.R[i];
+                }
                 if (st != OKV_SUCCESS) {
                     okv_fail(&cal->err, st, "finalize: composing the rotation failed");
                     break;
                 }
-                for (size_t i = 0; i < dd; ++i)
-                    rot[(size_t)r * dd + i] = (float)F.R[i];
             }
         }
         if (st != OKV_SUCCESS) break;
-        if (opt->center_keys) {
-            st = set_k_mean(&F, L, RL);
-            if (st != OKV_SUCCESS) break;
-        }
         RL->k_clip = opt->k_clip_ratio;
         RL->v_clip = opt->v_clip_ratio;
         if (opt->fit_clips) st = fit_layer_clips(&F, L, RL, (int)l, report, (size_t)cal->desc.n_layers * 96 + 1);
@@ -335,6 +432,7 @@ done:
     free(F.R);
     free(F.tmp);
     free(F.w);
+    free(F.scale);
     if (st != OKV_SUCCESS) {
         okv_rotation_set_destroy(rs);
         return st;

@@ -74,6 +74,7 @@ OKV_API void okv_rotation_set_destroy(okv_rotation_set_t *rs)
             free(rs->layers[l].k_eig);
             free(rs->layers[l].v_eig);
             free(rs->layers[l].k_mean);
+            free(rs->layers[l].q_rot);
         }
         free(rs->layers);
     }
@@ -111,6 +112,7 @@ OKV_API okv_status_t okv_rotation_set_get_layer(const okv_rotation_set_t *rs, in
     out->k_clip_ratio = L->k_clip;
     out->v_clip_ratio = L->v_clip;
     out->k_mean = L->k_mean;
+    out->q_rotation = L->q_rot;
     return OKV_SUCCESS;
 }
 
@@ -121,7 +123,7 @@ static int all_finite_f(size_t n, const float *x)
     return 1;
 }
 
-/* Copy an optional [n_rot, d] vector (NULL clears it). memmove: src may be *dst. */
+/* Copy an optional array of n floats (NULL clears it). memmove: src may be *dst. */
 static okv_status_t copy_opt(float **dst, const float *src, size_t n)
 {
     if (!src) {
@@ -140,8 +142,10 @@ static okv_status_t copy_opt(float **dst, const float *src, size_t n)
 OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t layer, const okv_layer_rotation_t *in)
 {
     if (!rs || !in) return okv_rot_fail(OKV_ERROR_NULL_POINTER, "okv_rotation_set_set_layer: NULL argument");
-    if (in->size < sizeof *in)
-        return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "okv_layer_rotation_t.size %zu < %zu", in->size, sizeof *in);
+    if (in->size < offsetof(okv_layer_rotation_t, q_rotation))
+        return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "okv_layer_rotation_t.size %zu < %zu", in->size,
+                            offsetof(okv_layer_rotation_t, q_rotation));
+    const float *q_rotation = OKV_LAYER_ROTATION_HAS_Q(in->size) ? in->q_rotation : NULL;
     if (!in->k_rotation || !in->v_rotation)
         return okv_rot_fail(OKV_ERROR_NULL_POINTER, "okv_rotation_set_set_layer: rotation pointer is NULL");
     if (layer < 0 || layer >= rs->n_layers)
@@ -153,9 +157,16 @@ OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t 
     if (!all_finite_f(mat, in->k_rotation) || !all_finite_f(mat, in->v_rotation) ||
         (in->k_eigenvalues && !all_finite_f(ev, in->k_eigenvalues)) ||
         (in->v_eigenvalues && !all_finite_f(ev, in->v_eigenvalues)) || (in->k_mean && !all_finite_f(ev, in->k_mean)) ||
-        !isfinite(in->k_clip_ratio) || !isfinite(in->v_clip_ratio))
+        (q_rotation && !all_finite_f(mat, q_rotation)) || !isfinite(in->k_clip_ratio) || !isfinite(in->v_clip_ratio))
         return okv_rot_fail(OKV_ERROR_NONFINITE_INPUT, "layer %d: NaN/Inf in rotation, eigenvalues, k_mean or clip",
                             (int)layer);
+    for (size_t r = 0; q_rotation && r < (size_t)rs->n_rot; ++r) {
+        double err = okv_rot_pair_error((int)d, in->k_rotation + r * d * d, q_rotation + r * d * d);
+        if (!(err <= OKV_ROT_ORTHO_TOL))
+            return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT,
+                                "layer %d: q_rotation[%d] is not k_rotation^-T (max |R Q^T - I| = %g > %g)", (int)layer,
+                                (int)r, err, OKV_ROT_ORTHO_TOL);
+    }
     if (!(in->k_clip_ratio > 0.0f && in->k_clip_ratio <= 1.0f) ||
         !(in->v_clip_ratio > 0.0f && in->v_clip_ratio <= 1.0f))
         return okv_rot_fail(OKV_ERROR_INVALID_ARGUMENT, "layer %d: clip ratios %g / %g outside (0, 1]", (int)layer,
@@ -163,7 +174,7 @@ OKV_API okv_status_t okv_rotation_set_set_layer(okv_rotation_set_t *rs, int32_t 
     okv_rot_layer_t *L = &rs->layers[layer];
     if (copy_opt(&L->k_eig, in->k_eigenvalues, ev) != OKV_SUCCESS ||
         copy_opt(&L->v_eig, in->v_eigenvalues, ev) != OKV_SUCCESS ||
-        copy_opt(&L->k_mean, in->k_mean, ev) != OKV_SUCCESS)
+        copy_opt(&L->k_mean, in->k_mean, ev) != OKV_SUCCESS || copy_opt(&L->q_rot, q_rotation, mat) != OKV_SUCCESS)
         return okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "rotation set: out of memory");
     memmove(L->k_rot, in->k_rotation, mat * sizeof(float));
     memmove(L->v_rot, in->v_rotation, mat * sizeof(float));
@@ -243,6 +254,25 @@ double okv_rot_ortho_error(int d, const float *R)
             double s = 0.0;
             for (int k = 0; k < d; ++k)
                 s += (double)R[(size_t)k * d + i] * (double)R[(size_t)k * d + j];
+            s -= (i == j) ? 1.0 : 0.0;
+            double a = fabs(s);
+            if (a != a) return INFINITY; /* NaN/Inf input */
+            if (a > worst) worst = a;
+        }
+    }
+    return worst;
+}
+
+double okv_rot_pair_error(int d, const float *R, const float *Q)
+{
+    double worst = 0.0;
+    for (int i = 0; i < d; ++i) {
+        const float *r = R + (size_t)i * d;
+        for (int j = 0; j < d; ++j) {
+            const float *q = Q + (size_t)j * d;
+            double s = 0.0;
+            for (int k = 0; k < d; ++k)
+                s += (double)r[k] * (double)q[k];
             s -= (i == j) ? 1.0 : 0.0;
             double a = fabs(s);
             if (a != a) return INFINITY; /* NaN/Inf input */

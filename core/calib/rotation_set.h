@@ -18,6 +18,7 @@ typedef struct okv_rot_layer {
     float *k_rot, *v_rot; /* [n_rot, d, d] */
     float *k_eig, *v_eig; /* [n_rot, d] or NULL */
     float *k_mean;        /* [n_rot, d] mean key (subtracted before rotation) or NULL */
+    float *q_rot;         /* [n_rot, d, d] queries' matrix (= k_rot^-T, key scaling) or NULL: queries use k_rot */
     float k_clip, v_clip;
 } okv_rot_layer_t;
 
@@ -37,5 +38,9 @@ okv_status_t okv_rot_meta_put(okv_rotation_set_t *rs, const char *key, const cha
 
 /* max |R^T R - I| over one d x d float matrix (computed in double). */
 double okv_rot_ortho_error(int d, const float *R);
+/* max |R Q^T - I| (computed in double): 0 when Q = R^-T, the pair key scaling stores. */
+double okv_rot_pair_error(int d, const float *R, const float *Q);
+/* Whether an okv_layer_rotation_t of this size has the q_rotation field. */
+#define OKV_LAYER_ROTATION_HAS_Q(size) ((size) >= offsetof(okv_layer_rotation_t, q_rotation) + sizeof(const float *))
 
 #endif

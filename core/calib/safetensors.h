@@ -6,12 +6,15 @@
  *   layer.{i}.k_eigenvalues, .v_eigenvalues       F32 [d] or [n_rot, d]  (optional)
  *   layer.{i}.k_mean                              F32 [d] or [n_rot, d]  (optional: mean key,
  *                                                 subtracted before rotation; finite)
+ *   layer.{i}.q_rotation                          F32 like k_rotation (optional: the queries'
+ *                                                 matrix k_rotation^-T of key scaling)
  *   layer.{i}.k_clip, layer.{i}.v_clip            F32 [1]
  * "__metadata__" (string -> string) holds head_dim, n_layers, n_rot, granularity and the
  * provenance (method, tokens, value_target, clip_mode, ...).
  * The loader accepts only this (other tensor names not starting with "layer." are
  * ignored), requires the tensors to tile the data section exactly (no gaps, no overlap),
- * finite values, clip ratios in (0, 1] and max |R^T R - I| <= 1e-3. */
+ * finite values, clip ratios in (0, 1] and max |R^T R - I| <= 1e-3 (for k_rotation with a
+ * q_rotation instead: max |R Q^T - I| <= 1e-3). */
 #ifndef OKV_SAFETENSORS_H
 #define OKV_SAFETENSORS_H
 

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { T_KROT, T_VROT, T_KEIG, T_VEIG, T_KCLIP, T_VCLIP, T_KMEAN, T_COUNT };
+enum { T_KROT, T_VROT, T_KEIG, T_VEIG, T_KCLIP, T_VCLIP, T_KMEAN, T_QROT, T_COUNT };
 static const char *const k_suffix[T_COUNT] = {"k_rotation", "v_rotation", "k_eigenvalues", "v_eigenvalues",
-                                              "k_clip",     "v_clip",     "k_mean"};
+                                              "k_clip",     "v_clip",     "k_mean",        "q_rotation"};
 
 typedef struct tensor_ref {
     const okv_json_t *entry; /* NULL when absent */
@@ -177,12 +177,12 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
         for (int t = 0; t < T_COUNT && st == OKV_SUCCESS; ++t) {
             const tensor_ref_t *x = slot[(size_t)l * T_COUNT + t];
             if (!x) {
-                if (t != T_KEIG && t != T_VEIG && t != T_KMEAN)
+                if (t != T_KEIG && t != T_VEIG && t != T_KMEAN && t != T_QROT)
                     st = CORRUPT("layer.%d.%s missing", (int)l, k_suffix[t]);
                 continue;
             }
             int ok;
-            if (t == T_KROT || t == T_VROT)
+            if (t == T_KROT || t == T_VROT || t == T_QROT)
                 ok = n_rot == 1 ? shape_is(x, 2, (uint64_t)d, (uint64_t)d, 0)
                                 : shape_is(x, 3, (uint64_t)n_rot, (uint64_t)d, (uint64_t)d);
             else if (t == T_KEIG || t == T_VEIG || t == T_KMEAN)
@@ -213,6 +213,13 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
             else
                 get_f32s(*dst, data + x->begin, ev);
         }
+        if (st == OKV_SUCCESS && s[T_QROT]) {
+            L->q_rot = malloc(mat * sizeof(float));
+            if (!L->q_rot)
+                st = okv_rot_fail(OKV_ERROR_OUT_OF_MEMORY, "load: out of memory");
+            else
+                get_f32s(L->q_rot, data + s[T_QROT]->begin, mat);
+        }
         if (st != OKV_SUCCESS) break;
         if (!(L->k_clip > 0.0f && L->k_clip <= 1.0f) || !(L->v_clip > 0.0f && L->v_clip <= 1.0f)) {
             st = CORRUPT("layer %d: clip ratios %g / %g outside (0, 1]", (int)l, (double)L->k_clip, (double)L->v_clip);
@@ -226,6 +233,13 @@ static okv_status_t build_set(const okv_json_t *root, const okv_json_t *meta, co
         for (int32_t r = 0; r < n_rot && st == OKV_SUCCESS; ++r) {
             for (int kv = 0; kv < 2 && st == OKV_SUCCESS; ++kv) {
                 const float *R = (kv ? L->v_rot : L->k_rot) + (size_t)r * d * d;
+                if (!kv && L->q_rot) { /* key scaling: R is not orthogonal, but q_rotation must be R^-T */
+                    double err = okv_rot_pair_error(d, R, L->q_rot + (size_t)r * d * d);
+                    if (!(err <= OKV_ROT_ORTHO_TOL))
+                        st = CORRUPT("layer %d q_rotation[%d] is not k_rotation^-T (max |R Q^T - I| = %g > %g)", (int)l,
+                                     (int)r, err, OKV_ROT_ORTHO_TOL);
+                    continue;
+                }
                 double err = okv_rot_ortho_error(d, R); /* NaN/Inf -> not <= tol */
                 if (!(err <= OKV_ROT_ORTHO_TOL))
                     st = CORRUPT("layer %d %c_rotation[%d] is not orthogonal (max |R^T R - I| = %g > %g)", (int)l,

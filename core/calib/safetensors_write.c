@@ -120,6 +120,10 @@ okv_status_t okv_st_save_memory(const okv_rotation_set_t *rs, unsigned char **ou
             snprintf(name, sizeof name, "layer.%d.k_mean", (int)l);
             sb_tensor(&b, name, es_shape, end, &off);
         }
+        if (L->q_rot) {
+            snprintf(name, sizeof name, "layer.%d.q_rotation", (int)l);
+            sb_tensor(&b, name, rs_shape, rnd, &off);
+        }
         snprintf(name, sizeof name, "layer.%d.k_clip", (int)l);
         sb_tensor(&b, name, clip_shape, 1, &off);
         snprintf(name, sizeof name, "layer.%d.v_clip", (int)l);
@@ -151,6 +155,7 @@ okv_status_t okv_st_save_memory(const okv_rotation_set_t *rs, unsigned char **ou
         if (L->k_eig) q = put_f32s(q, L->k_eig, nr * d);
         if (L->v_eig) q = put_f32s(q, L->v_eig, nr * d);
         if (L->k_mean) q = put_f32s(q, L->k_mean, nr * d);
+        if (L->q_rot) q = put_f32s(q, L->q_rot, nr * d * d);
         q = put_f32s(q, &L->k_clip, 1);
         q = put_f32s(q, &L->v_clip, 1);
     }

@@ -428,6 +428,15 @@ typedef struct okv_calib_options {
     okv_cache_desc_t quant;  /* quantizer settings used when fitting clips */
     int32_t progress;        /* log progress lines at OKV_LOG_INFO */
     int32_t center_keys;     /* store k_mean and fit clips on centered keys (default 1) */
+    /* Query-energy key scaling (ours; default 1; OSCAR and U_ONLY only, other methods
+     * ignore it): keys use R_K = U D H P and queries Q_K = U D^-1 H P with
+     * D_i = (lambda_i / mu_i)^(1/4) (lambda: C_Q eigenvalues, mu: key variance along the
+     * same eigenvector, each plus scale_eps times its mean), so q Q_K . k R_K = q . k
+     * while the INT2 error moves out of the directions queries read. An orthogonal R
+     * cannot do this: per-token INT2 error is near isotropic after H, so q.e has variance
+     * ~ sigma^2 |q|^2 for every orthogonal R. The set then carries q_rotation. */
+    int32_t scale_keys;
+    float scale_eps; /* regulariser of the scaling (default 0.01; > 0) */
 } okv_calib_options_t;
 
 typedef struct okv_calibrator okv_calibrator_t;
@@ -460,6 +469,10 @@ typedef struct okv_layer_rotation {
     const float *v_eigenvalues;
     float k_clip_ratio, v_clip_ratio;
     const float *k_mean; /* [n_rot, d] mean post-RoPE key of the calibration data, or NULL */
+    /* [n_rot, d, d] the queries' matrix when it differs from k_rotation (key scaling:
+     * q_rotation = k_rotation^-T, so q Q . k R = q . k), or NULL: queries use k_rotation.
+     * Optional field: callers built before it set a smaller size and never see it. */
+    const float *q_rotation;
 } okv_layer_rotation_t;
 
 OKV_API okv_status_t okv_rotation_set_create(int32_t n_layers, int32_t head_dim, int32_t n_rot,

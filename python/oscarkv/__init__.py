@@ -167,7 +167,9 @@ class RotationSet:
 
         return {"k_rotation": arr(lr.k_rotation, (n, d, d)), "v_rotation": arr(lr.v_rotation, (n, d, d)),
                 "k_eigenvalues": arr(lr.k_eigenvalues, (n, d)), "v_eigenvalues": arr(lr.v_eigenvalues, (n, d)),
-                "k_mean": arr(lr.k_mean, (n, d)), "k_clip": lr.k_clip_ratio, "v_clip": lr.v_clip_ratio}
+                "k_mean": arr(lr.k_mean, (n, d)), "k_clip": lr.k_clip_ratio, "v_clip": lr.v_clip_ratio,
+                # the queries' matrix (k_rotation^-T) when the keys are scaled, else None: use k_rotation
+                "q_rotation": arr(lr.q_rotation, (n, d, d))}
 
     def __del__(self):
         if getattr(self, "_h", None):
@@ -176,8 +178,10 @@ class RotationSet:
 
 
 def calibrate(layers, method="oscar", value_target="reference", granularity="layer", fit_clips=False,
-              k_clip=0.96, v_clip=0.92, use_permutation=True, holdout_tokens=256, seed=0, center_keys=True):
-    """layers[i] = list of (q [N,Hq,d], k [N,Hkv,d], v [N,Hkv,d]) causal sequences (or one tuple)."""
+              k_clip=0.96, v_clip=0.92, use_permutation=True, holdout_tokens=256, seed=0, center_keys=True,
+              scale_keys=True, scale_eps=0.01):
+    """layers[i] = list of (q [N,Hq,d], k [N,Hkv,d], v [N,Hkv,d]) causal sequences (or one tuple).
+    scale_keys: query-energy key scaling (keys x R_K, queries x q_rotation = R_K^-T; see oscarkv.h)."""
     seqs = [ls if isinstance(ls, list) else [ls] for ls in layers]
     q0 = seqs[0][0][0]
     desc = L.CalibDesc()
@@ -200,6 +204,7 @@ def calibrate(layers, method="oscar", value_target="reference", granularity="lay
         opt.use_permutation, opt.fit_clips = int(use_permutation), int(fit_clips)
         opt.k_clip_ratio, opt.v_clip_ratio = k_clip, v_clip
         opt.center_keys = int(center_keys)
+        opt.scale_keys, opt.scale_eps = int(scale_keys), scale_eps
         rs = C.c_void_p()
         _check(lib.okv_calibrator_finalize(cal, C.byref(opt), C.byref(rs)), "calibrator_finalize",
                lambda: lib.okv_calibrator_last_error(cal))
@@ -275,7 +280,8 @@ def quantize_kv(ctx, k, v, rotation, group_size=0, meta="f16", quantizer="unifor
 
 
 def decode(ctx, q_rot, k, v, rotation, n_q_heads, windows=True, unrotate=True, num_splits=0):
-    """One decode step over a cache holding k, v ([N, Hkv, d], unrotated): q_rot [Hq, d] (rotated by R_K).
+    """One decode step over a cache holding k, v ([N, Hkv, d], unrotated): q_rot [Hq, d] (rotated by the layer's
+    q_rotation when it has one, else by R_K).
     Returns the attention output [Hq, d] (un-rotated by R_V^T when unrotate)."""
     k, v, q_rot = _f32(k), _f32(v), _f32(q_rot)
     try:

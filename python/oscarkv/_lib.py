@@ -94,14 +94,15 @@ class CalibDesc(C.Structure):
 class CalibOptions(C.Structure):
     _fields_ = [("size", size_t), ("method", i32), ("granularity", i32), ("use_permutation", i32),
                 ("fit_clips", i32), ("k_clip_ratio", f32), ("v_clip_ratio", f32), ("quant", CacheDesc),
-                ("progress", i32), ("center_keys", i32)]
+                ("progress", i32), ("center_keys", i32), ("scale_keys", i32), ("scale_eps", f32)]
 
 
 class LayerRotation(C.Structure):
     _fields_ = [("size", size_t), ("head_dim", i32), ("n_rot", i32),
                 ("k_rotation", C.POINTER(f32)), ("v_rotation", C.POINTER(f32)),
                 ("k_eigenvalues", C.POINTER(f32)), ("v_eigenvalues", C.POINTER(f32)),
-                ("k_clip_ratio", f32), ("v_clip_ratio", f32), ("k_mean", C.POINTER(f32))]
+                ("k_clip_ratio", f32), ("v_clip_ratio", f32), ("k_mean", C.POINTER(f32)),
+                ("q_rotation", C.POINTER(f32))]
 
 
 def _sig(name, res, *args):

@@ -36,9 +36,10 @@ def _softmax_masked(s, bad):
 
 class MixedAttention:
     """attn_fn for Gemma3Model.forward. quantize(layer, k, v) -> (k_rot_int2, v_rot_int2,
-    R_K, R_V, k_mean) gives the INT2 tier rows (rotated basis), the layer's rotations
-    (None = identity) and the key centering vector the cache subtracts from every key
-    before rotation, in both tiers (None = none)."""
+    R_K, R_V, k_mean[, Q_K]) gives the INT2 tier rows (rotated basis), the layer's rotations
+    (None = identity), the key centering vector the cache subtracts from every key
+    before rotation, in both tiers (None = none), and optionally the query transform
+    (default R_K; a non-orthogonal key transform A needs A^-T for queries)."""
 
     def __init__(self, n_layers, quantize, sink, recent, flush, int2=True, diag=128, q_chunk=256):
         self.quantize, self.int2 = quantize, int2
@@ -50,8 +51,9 @@ class MixedAttention:
         n, hq, d = q.shape
         hkv = k.shape[1]
         g = hq // hkv
-        kq, vq, rk, rv, mu = self.quantize(layer, k, v)
-        qr = q if rk is None else q @ rk
+        kq, vq, rk, rv, mu, *rq = self.quantize(layer, k, v)
+        rq = rq[0] if rq else rk
+        qr = q if rq is None else q @ rq
         k_full = k if rk is None else k @ rk  # uncentered: the error scale every method is measured against
         kc = k if mu is None else k - mu
         kr = kc if rk is None else kc @ rk

@@ -32,21 +32,24 @@ from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
-# name, kind, calibration (method, value target, fitted clips, centered keys), clip override
+# name, kind, calibration (method, value target, fitted clips, centered keys, scaled keys), clip override
 METHODS = [
     ("bf16", "bf16", None, None),
-    ("int2-naive", "okv", ("none", "reference", False, False), 1.0),
+    ("int2-naive", "okv", ("none", "reference", False, False, False), 1.0),
     ("kivi2", "kivi", None, None),
-    ("int2-hadamard", "okv", ("hadamard", "reference", False, False), None),
-    ("oscar", "okv", ("oscar", "reference", False, False), None),
-    ("oscar-fitted-clip", "okv", ("oscar", "reference", True, False), None),
-    ("oscar-exact-value", "okv", ("oscar", "exact", False, False), None),
+    ("int2-hadamard", "okv", ("hadamard", "reference", False, False, False), None),
+    ("oscar", "okv", ("oscar", "reference", False, False, False), None),
+    ("oscar-fitted-clip", "okv", ("oscar", "reference", True, False, False), None),
+    ("oscar-exact-value", "okv", ("oscar", "exact", False, False, False), None),
     # ours beyond the paper: subtract the calibration mean key before rotation (exact for softmax)
-    ("oscar-centered", "okv", ("oscar", "reference", False, True), None),
-    ("oscar-centered-fitted", "okv", ("oscar", "reference", True, True), None),
+    ("oscar-centered", "okv", ("oscar", "reference", False, True, False), None),
+    ("oscar-centered-fitted", "okv", ("oscar", "reference", True, True, False), None),
     # the format's Lloyd-Max quantizer (SPEC 3: thresholds mu +- 0.98 sigma): lower MSE on near-Gaussian rows
-    ("oscar-centered-lloyd", "okv-lloyd", ("oscar", "reference", False, True), 1.0),
-    ("oscar-centered-fitted-lloyd", "okv-lloyd", ("oscar", "reference", True, True), None),
+    ("oscar-centered-lloyd", "okv-lloyd", ("oscar", "reference", False, True, False), 1.0),
+    ("oscar-centered-fitted-lloyd", "okv-lloyd", ("oscar", "reference", True, True, False), None),
+    # ours: query-energy key scaling (keys U D H P, queries U D^-1 H P; the library default) + centering
+    ("oscar-scaled", "okv", ("oscar", "reference", False, True, True), None),
+    ("oscar-scaled-fitted", "okv", ("oscar", "reference", True, True, True), None),
 ]
 
 
@@ -73,13 +76,13 @@ def calibrate_all(layers, holdout, names, cache_dir):
     for name, kind, cal, clip in METHODS:
         if not kind.startswith("okv") or name not in names:
             continue
-        method, target, fit, center = cal
+        method, target, fit, center, scale = cal
         path = cache_dir / f"{name}.safetensors"
         if path.exists():
             rs = okv.RotationSet.load(path)
         else:
             rs = okv.calibrate(layers, method=method, value_target=target, fit_clips=fit, holdout_tokens=holdout,
-                               center_keys=center)
+                               center_keys=center, scale_keys=scale)
             rs.save(path)
         rots = [rs.layer(i) for i in range(rs.n_layers)]
         for i, r in enumerate(rots):
@@ -104,7 +107,8 @@ def make_quantizer(ctx, kind, rots, group):
         r = rots[layer]
         kq, vq = okv_round_trip(ctx, k, v, r, group_size=group, quantizer="lloyd-max" if kind == "okv-lloyd" else "uniform")
         mu = None if r.get("k_mean") is None else r["k_mean"][0]
-        return kq, vq, r["k_rotation"][0], r["v_rotation"][0], mu
+        rq = r["k_rotation"][0] if r.get("q_rotation") is None else r["q_rotation"][0]
+        return kq, vq, r["k_rotation"][0], r["v_rotation"][0], mu, rq
     return q
 
 

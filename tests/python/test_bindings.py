@@ -39,20 +39,27 @@ def attention(q, k, v):
     return np.einsum("hn,nhd->hd", p, vv)
 
 
-@check("calibrated rotations are orthogonal and survive a file round trip")
+@check("calibrated rotations: orthogonal (q_rotation = k_rotation^-T when scaled), file round trip")
 def _(rng, ctx):
     q, k, v = sample(rng)
-    rs = okv.calibrate([(q, k, v)], method="oscar")
-    lay = rs.layer(0)
-    for key in ("k_rotation", "v_rotation"):
-        r = lay[key][0].astype(np.float64)
-        assert np.abs(r @ r.T - np.eye(r.shape[0])).max() < 1e-5, key
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "rot.safetensors")
-        rs.save(path)
-        back = okv.RotationSet.load(path).layer(0)
-        assert np.array_equal(back["k_rotation"], lay["k_rotation"])
-        assert back["v_clip"] == lay["v_clip"]
+    for scale in (False, True):
+        rs = okv.calibrate([(q, k, v)], method="oscar", scale_keys=scale)
+        lay = rs.layer(0)
+        assert (lay["q_rotation"] is not None) == scale and rs.meta("format_version") == ("2" if scale else "1")
+        eye = np.eye(q.shape[2])
+        v_r, k_r = lay["v_rotation"][0].astype(np.float64), lay["k_rotation"][0].astype(np.float64)
+        assert np.abs(v_r @ v_r.T - eye).max() < 1e-5
+        q_r = k_r if not scale else lay["q_rotation"][0].astype(np.float64)
+        assert np.abs(k_r @ q_r.T - eye).max() < 1e-5  # q Q . k R = q . k
+        assert scale == (np.abs(k_r @ k_r.T - eye).max() > 1e-2)  # scaled: not orthogonal
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "rot.safetensors")
+            rs.save(path)
+            back = okv.RotationSet.load(path).layer(0)
+            assert np.array_equal(back["k_rotation"], lay["k_rotation"])
+            assert scale == (back["q_rotation"] is not None)
+            assert not scale or np.array_equal(back["q_rotation"], lay["q_rotation"])
+            assert back["v_clip"] == lay["v_clip"]
 
 
 def logit_err(q, k, k_hat, lay):
@@ -60,7 +67,7 @@ def logit_err(q, k, k_hat, lay):
     every logit of a query by the same amount: compare after removing each query's mean)."""
     r = lay["k_rotation"][0]
     kc = k if lay["k_mean"] is None else k - lay["k_mean"][0]
-    qr = q[:, ::4] @ r
+    qr = q[:, ::4] @ (r if lay["q_rotation"] is None else lay["q_rotation"][0])
     ref, got = np.einsum("nhd,mhd->hnm", qr, kc @ r), np.einsum("nhd,mhd->hnm", qr, k_hat)
     e = (got - ref) - (got - ref).mean(-1, keepdims=True)
     full = np.einsum("nhd,mhd->hnm", q[:, ::4], k)
@@ -92,11 +99,25 @@ def _(rng, ctx):
     assert errs[True] < 0.7 * errs[False], errs
 
 
+@check("key scaling lowers the INT2 logit error when queries and keys use different directions")
+def _(rng, ctx):
+    q, k, v = sample(rng)
+    q[:, :, 32:] *= 0.05  # queries read half of the directions ...
+    k[:, :, 32:] *= 6.0  # ... keys are large in the other half
+    errs = {}
+    for scale in (False, True):
+        lay = okv.calibrate([(q, k, v)], method="oscar", scale_keys=scale).layer(0)
+        k_hat, _ = okv.quantize_kv(ctx, k, v, lay)
+        errs[scale] = logit_err(q, k, k_hat, lay)
+    assert errs[True] < 0.5 * errs[False], errs
+
+
 @check("decode through the library matches float64 attention (all BF16 window)")
 def _(rng, ctx):
     q, k, v = sample(rng, n=200)
     lay = okv.calibrate([(q, k, v)], method="oscar").layer(0)
-    out = okv.decode(ctx, q[-1] @ lay["k_rotation"][0], k, v, lay, n_q_heads=q.shape[1])
+    assert lay["q_rotation"] is not None  # the default: key scaling
+    out = okv.decode(ctx, q[-1] @ lay["q_rotation"][0], k, v, lay, n_q_heads=q.shape[1])
     ref = attention(q[-1], k, v)
     rel = np.linalg.norm(out - ref) / np.linalg.norm(ref)
     assert rel < 2e-2, rel  # bf16 storage of K/V

@@ -202,6 +202,7 @@ static okv_rotation_set_t *finalize(okv_calibrator_t *cal, okv_rotation_method_t
     okv_calib_options_init(&opt);
     opt.method = m;
     opt.granularity = g;
+    opt.scale_keys = 0; /* the paper's orthogonal R = U H P (key scaling: test_calib_scale.c) */
     okv_rotation_set_t *rs = NULL;
     okv_status_t st = okv_calibrator_finalize(cal, &opt, &rs);
     ck_assert_msg(st == OKV_SUCCESS, "finalize: %d %s", (int)st, okv_calibrator_last_error(cal));

@@ -113,6 +113,7 @@ static okv_rotation_set_t *finalize(okv_calibrator_t *cal, okv_granularity_t gra
     ck_assert_int_eq(o.center_keys, 1); /* the default */
     o.granularity = gran;
     o.center_keys = center;
+    o.scale_keys = 0; /* centering alone; with key scaling the centered moments also shape R_K */
     o.fit_clips = fit;
     o.quant.sink_tokens = 0;
     okv_rotation_set_t *rs = NULL;

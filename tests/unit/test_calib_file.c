@@ -49,7 +49,8 @@ static okv_rotation_set_t *make_set(int n_layers, int n_rot, int with_eig, int w
                                   with_eig ? ev : NULL,
                                   0.9f + 0.01f * (float)l,
                                   0.85f,
-                                  with_mean ? mu : NULL};
+                                  with_mean ? mu : NULL,
+                                  NULL};
         ck_assert_int_eq(okv_rotation_set_set_layer(rs, l, &L), OKV_SUCCESS);
     }
     free(k);

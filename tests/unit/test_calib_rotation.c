@@ -184,7 +184,7 @@ START_TEST(test_fold_projections)
             rv[h * d * d + i] = (float)Hd[i];
         free(C);
     }
-    okv_layer_rotation_t rot = {sizeof rot, d, hkv, rv, rv, NULL, NULL, 0.96f, 0.92f, NULL};
+    okv_layer_rotation_t rot = {sizeof rot, d, hkv, rv, rv, NULL, NULL, 0.96f, 0.92f, NULL, NULL};
     /* W_v [in, hkv*d]; v R per head must equal x (W_v folded) */
     float *wv = malloc(sizeof(float) * in * hkv * d), *wv0 = malloc(sizeof(float) * in * hkv * d);
     for (int i = 0; i < in * hkv * d; ++i)
