@@ -479,6 +479,23 @@ okv_status_t ocl_demote(void *state, const okv_demote_params_t *p, okv_err_t *er
     return update_lens(st, pr, v, 0, n, none, err);
 }
 
+/* okv_attn_split also stages the V code rows of a chunk in local memory (CH * D/4
+ * bytes, kernels/okv_kernels.cl `vst`) on top of what the runtime's chunk choice
+ * (ocl_runtime.c) counts; halve the chunk until both fit the device. */
+static void attn_fit_chunk(const ocl_state_t *st, ocl_config_t *cfg)
+{
+    size_t budget = (size_t)st->local_mem > 512 ? (size_t)st->local_mem - 512 : 0;
+    size_t ng = (size_t)(cfg->d / cfg->gs), g = (size_t)cfg->gqa, d = (size_t)cfg->d;
+    while (cfg->ch > 16) {
+        size_t c = (size_t)cfg->ch;
+        size_t main_f = g * d + 4 * ((g + 3) / 4) + 2 * g * c + 2 * ng * c;
+        size_t fin_f = 4 * d + 8;
+        size_t bytes = 4 * (main_f > fin_f ? main_f : fin_f) + 8 * c + c * (d / 4 < 16 ? 16 : d / 4);
+        if (bytes <= budget) break;
+        cfg->ch /= 2;
+    }
+}
+
 /* -------------------------------------------------------------- dequantize -- */
 okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_err_t *err)
 {
@@ -488,6 +505,7 @@ okv_status_t ocl_dequantize(void *state, const okv_dequantize_params_t *p, okv_e
     if (p->out_rows <= 0 || v->batch <= 0) return OKV_SUCCESS;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, v, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     cfg.group = OCL_GROUP_READ;
     ocl_program_t *pr;
     OKV_TRY(ocl_get_program(st, &cfg, &pr, err));
@@ -530,7 +548,11 @@ static void plan_tier(const ocl_state_t *st, const ocl_config_t *cfg, long bound
         long target = 16L * (long)st->compute_units; /* work-groups in flight per device */
         long have = parallel > 0 ? (long)parallel : 1;
         n = (target + have - 1) / have;
-        long maxn = (bound + 2L * cfg->ch - 1) / (2L * cfg->ch); /* at least two chunks per split */
+        /* at least one chunk per split: at batch 1 and short contexts the device has far
+         * more room than work-groups (4K context: 32 splits x 8 KV heads instead of 16 x 8),
+         * and a work-group's time is serial chunk after chunk; the merge pays little per
+         * extra split now that it reads the splits in parallel */
+        long maxn = (bound + cfg->ch - 1) / cfg->ch;
         if (n > maxn) n = maxn;
         if (n < 1) n = 1;
     }
@@ -585,6 +607,36 @@ typedef struct attn_run {
     size_t workspace_bytes;
 } attn_run_t;
 
+/* One okv_attn_split launch: ns_a splits of tier_a, then ns_b of tier_b (-1: none). */
+static okv_status_t launch_split(ocl_state_t *st, ocl_program_t *pr, const ocl_config_t *cfg, const attn_run_t *r,
+                                 cl_mem ws, size_t ws_off, float scale, int tier_a, int chunk_a, int ns_a, int tier_b,
+                                 int chunk_b, int ns_b, int base, int ns_total, okv_err_t *err)
+{
+    ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_SPLIT]);
+    arg_cache(&a, r->cache);
+    arg_i32(&a, r->cache->batch);
+    arg_ref(&a, r->q);
+    arg_i32(&a, (int)r->q_dt);
+    arg_i32(&a, r->row_mode);
+    arg_ref(&a, r->q_indptr);
+    arg_ref(&a, r->k_new);
+    arg_ref(&a, r->v_new);
+    arg_i32(&a, (int)r->new_dt);
+    arg_f32(&a, scale);
+    arg_i32(&a, tier_a);
+    arg_i32(&a, chunk_a);
+    arg_i32(&a, ns_a);
+    arg_i32(&a, tier_b);
+    arg_i32(&a, chunk_b);
+    arg_i32(&a, base);
+    arg_i32(&a, ns_total);
+    arg_mem(&a, ws);
+    arg_u64(&a, ws_off);
+    size_t gws[3] = {(size_t)cfg->d * (size_t)(ns_a + ns_b), (size_t)cfg->hkv, (size_t)r->n_rows};
+    size_t lws[3] = {(size_t)cfg->d, 1, 1};
+    return launch(st, &a, "okv_attn_split", 3, gws, lws, err);
+}
+
 static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, const attn_plan_t *pl, const attn_run_t *r,
                                   okv_err_t *err)
 {
@@ -617,53 +669,21 @@ static okv_status_t run_attention(ocl_state_t *st, const ocl_config_t *cfg, cons
     }
     float scale = r->sm_scale > 0.0f ? r->sm_scale : 1.0f / sqrtf((float)cfg->d);
     int base = 0;
-    for (int tier = 0; tier < 3; ++tier) {
-        if (pl->ns[tier] == 0) continue;
-        ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_SPLIT]);
-        arg_cache(&a, r->cache);
-        arg_i32(&a, r->cache->batch);
-        arg_ref(&a, r->q);
-        arg_i32(&a, (int)r->q_dt);
-        arg_i32(&a, r->row_mode);
-        arg_ref(&a, r->q_indptr);
-        arg_ref(&a, r->k_new);
-        arg_ref(&a, r->v_new);
-        arg_i32(&a, (int)r->new_dt);
-        arg_f32(&a, scale);
-        arg_i32(&a, tier);
-        arg_i32(&a, pl->chunk[tier]);
-        arg_i32(&a, base);
-        arg_i32(&a, pl->ns_total);
-        arg_mem(&a, ws);
-        arg_u64(&a, ws_off);
-        size_t gws[3] = {(size_t)cfg->d * (size_t)pl->ns[tier], (size_t)cfg->hkv, (size_t)r->n_rows};
-        size_t lws[3] = {(size_t)cfg->d, 1, 1};
-        OKV_TRY(launch(st, &a, "okv_attn_split", 3, gws, lws, err));
-        base += pl->ns[tier];
+    for (int tier = 0; tier < 3;) {
+        if (pl->ns[tier] == 0) {
+            ++tier;
+            continue;
+        }
+        /* BF16 + INT2 tiers in one launch (see okv_attn_split) */
+        int tb = tier == 0 && pl->ns[1] > 0 ? 1 : -1;
+        int nb = tb >= 0 ? pl->ns[tb] : 0;
+        OKV_TRY(launch_split(st, pr, cfg, r, ws, ws_off, scale, tier, pl->chunk[tier], pl->ns[tier], tb,
+                             tb >= 0 ? pl->chunk[tb] : 0, nb, base, pl->ns_total, err));
+        base += pl->ns[tier] + nb;
+        tier = tb >= 0 ? tb + 1 : tier + 1;
     }
-    if (base == 0) {
-        /* no tier at all: write one empty partial per (row, hq) through a zero-length split */
-        ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_SPLIT]);
-        arg_cache(&a, r->cache);
-        arg_i32(&a, r->cache->batch);
-        arg_ref(&a, r->q);
-        arg_i32(&a, (int)r->q_dt);
-        arg_i32(&a, r->row_mode);
-        arg_ref(&a, r->q_indptr);
-        arg_ref(&a, r->k_new);
-        arg_ref(&a, r->v_new);
-        arg_i32(&a, (int)r->new_dt);
-        arg_f32(&a, scale);
-        arg_i32(&a, 0);
-        arg_i32(&a, 0);
-        arg_i32(&a, 0);
-        arg_i32(&a, pl->ns_total);
-        arg_mem(&a, ws);
-        arg_u64(&a, ws_off);
-        size_t gws[3] = {(size_t)cfg->d, (size_t)cfg->hkv, (size_t)r->n_rows};
-        size_t lws[3] = {(size_t)cfg->d, 1, 1};
-        OKV_TRY(launch(st, &a, "okv_attn_split", 3, gws, lws, err));
-    }
+    if (base == 0) /* no tier at all: write one empty partial per (row, hq) through a zero-length split */
+        OKV_TRY(launch_split(st, pr, cfg, r, ws, ws_off, scale, 0, 0, 1, -1, 0, 0, 0, pl->ns_total, err));
     ocl_args_t a = args_begin(st, pr->kernels[OCL_K_ATTN_MERGE]);
     arg_mem(&a, ws);
     arg_u64(&a, ws_off);
@@ -685,6 +705,7 @@ okv_status_t ocl_decode_workspace(void *state, const okv_decode_params_t *p, siz
     ocl_state_t *st = state;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
     *bytes = pl.ws_bytes;
@@ -698,6 +719,7 @@ okv_status_t ocl_decode(void *state, const okv_decode_params_t *p, okv_err_t *er
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     cfg.group = OCL_GROUP_READ;
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->cache.batch, p->max_seq_len, p->num_splits, 0, &pl);
@@ -726,6 +748,7 @@ okv_status_t ocl_prefill_workspace(void *state, const okv_prefill_params_t *p, s
     ocl_state_t *st = state;
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);
     *bytes = pl.ws_bytes;
@@ -739,6 +762,7 @@ okv_status_t ocl_prefill(void *state, const okv_prefill_params_t *p, okv_err_t *
     OKV_TRY(dtype_ok(st, p->out_dtype, "out", err));
     ocl_config_t cfg;
     OKV_TRY(ocl_config_for_view(st, &p->cache, &cfg, err));
+    attn_fit_chunk(st, &cfg);
     cfg.group = OCL_GROUP_READ;
     attn_plan_t pl;
     plan_attention(st, &cfg, &p->cache, p->n_rows, p->max_seq_len, 0, p->n_rows, &pl);

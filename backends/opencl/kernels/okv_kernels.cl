@@ -411,7 +411,11 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
  *   tier 1: the INT2 tier
  *   tier 2: the chunk's own new rows (prefill only; causal)
  * Grid (OKV_D * n_splits, HKV, n_rows), work-group (OKV_D). Each work-group writes
- * its unnormalised partial (acc[D], m, l) to ws[row][hq][split_base + split]. Rows:
+ * its unnormalised partial (acc[D], m, l) to ws[row][hq][split_base + group]. One
+ * launch may hold two tiers: groups [0, ns_a) run tier_a with chunk_a, the rest
+ * tier_b (>= 0) with chunk_b. Decode runs the BF16 and INT2 tiers in one launch: the
+ * small BF16 tier no longer occupies the device alone (a few dozen work-groups for
+ * the time of one chunk) before the INT2 launch starts, and one launch gap less. Rows:
  * row_mode 0 -> row = sequence (decode); row_mode 1 -> row is a prefill query row of
  * sequence find_seq(q_indptr, row).
  * Per chunk of OKV_CH tokens: (1) work item t scores token t for all GQA heads (q in
@@ -422,6 +426,7 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
  * t = tg mod 4, so every code byte is read once per work-group; (4) the 4 token groups
  * are summed through local memory at the end. */
 #define OKV_NTG 4
+#define OKV_PVU 8                /* BF16 p V: tokens per batch of loads */
 #define OKV_CW (OKV_D / OKV_NTG) /* work items per token group = byte columns */
 #define OKV_LM_Q 0
 #define OKV_LM_QS (OKV_LM_Q + OKV_GQA * OKV_D)
@@ -438,6 +443,29 @@ __kernel void okv_dequantize(OKV_CACHE_ARGS, int batch, __global const uchar *oi
 #define OKV_VEC 0
 #endif
 
+/* 2-bit code (0..3) -> float, exact: the code becomes the low mantissa bits of 2^23 and
+ * 2^23 is subtracted. One LOP + one FADD on full-rate pipes instead of an int->float
+ * conversion (a quarter/eighth-rate unit on NVIDIA GPUs: it bounded the INT2 path). */
+#define OKV_C2F(x) (as_float((uint)(x) | 0x4B000000u) - 8388608.0f)
+
+/* The OKV_GQA probabilities of one token (local, 16-byte aligned when OKV_GQA % 4 == 0:
+ * one 128-bit load per 4 heads instead of 4 scalar loads). */
+OKV_FN void okv_ld_p(__local const float *sc, float *p)
+{
+#if OKV_GQA % 4 == 0
+    for (int i = 0; i < OKV_GQA; i += 4) {
+        float4 v = *(__local const float4 *)(sc + i);
+        p[i] = v.x;
+        p[i + 1] = v.y;
+        p[i + 2] = v.z;
+        p[i + 3] = v.w;
+    }
+#else
+    for (int i = 0; i < OKV_GQA; ++i)
+        p[i] = sc[i];
+#endif
+}
+
 OKV_FN float4 okv_bf16x4(uint2 w)
 {
     return (float4)(as_float(w.x << 16), as_float(w.x & 0xffff0000u), as_float(w.y << 16), as_float(w.y & 0xffff0000u));
@@ -447,14 +475,28 @@ OKV_FN float4 okv_bf16x4(uint2 w)
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, int q_dt, int row_mode,
                __global const uchar *qip_b, ulong qip_o, __global const uchar *kn_b, ulong kn_o,
-               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier, int chunk, int split_base,
-               int ns_total, __global uchar *ws_b, ulong ws_o)
+               __global const uchar *vn_b, ulong vn_o, int new_dt, float sm_scale, int tier_a, int chunk_a, int ns_a,
+               int tier_b, int chunk_b, int split_base, int ns_total, __global uchar *ws_b, ulong ws_o)
 {
-    __local float lm[OKV_LM_SIZE];
+    /* float4 storage: 16-byte alignment is then known to the compiler, so the q and
+     * probability reads below are single 128-bit local loads (local-memory instruction
+     * issue, not the FMAs, limits this kernel on NVIDIA) */
+    __local float4 lm4[(OKV_LM_SIZE + 3) / 4];
+    __local float *lm = (__local float *)lm4;
     __local ulong toff[OKV_CH];
+    /* INT2 tier: the chunk's V code rows, staged in phase (1) together with the K rows.
+     * Phase (3) then reads them from local memory; before, each p V step issued a
+     * dependent global byte load (toff -> load -> FMAs), ~1 memory latency per token
+     * per warp that nothing hid at low occupancy. */
+    __local uint4 vst[OKV_CH * (OKV_Q4 / 16)];
 
     const int lid = (int)get_local_id(0);
-    const int split = (int)get_group_id(0);
+    const int group = (int)get_group_id(0);
+    const int in_b = tier_b >= 0 && group >= ns_a; /* uniform over the work-group */
+    const int tier = in_b ? tier_b : tier_a;
+    const int chunk = in_b ? chunk_b : chunk_a;
+    const int split = in_b ? group - ns_a : group;
+    const int nsplit = in_b ? (int)get_num_groups(0) - ns_a : ns_a;
     const int head = (int)get_global_id(1);
     const int row = (int)get_global_id(2);
     const int jb = lid % OKV_CW, tg = lid / OKV_CW;
@@ -478,7 +520,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
     const int start = split * chunk;
     int end = start + chunk;
     /* the last split runs to the end: a max_seq_len below the real length costs time, not tokens */
-    if (end > count || split == (int)get_num_groups(0) - 1) end = count;
+    if (end > count || split == nsplit - 1) end = count;
 
     /* q -> local; INT2 tier: permuted so that the 4 channels of packed byte j sit at 4j..4j+3 */
     for (int i = 0; i < OKV_GQA; ++i) {
@@ -523,7 +565,6 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                     int slot = idx % OKV_P;
                     ulong kco = pb + okv_int2_codes_offset(OKV_HKV, OKV_P, OKV_D, 0, head, slot);
                     ulong kmo = pb + okv_int2_meta_offset(OKV_HKV, OKV_P, OKV_D, OKV_GS, OKV_META, 0, head, slot);
-                    toff[lid] = kco + OKV_I2_VCODES; /* V codes of this token */
                     __global const uchar *kmeta = i2pool + kmo;
                     __global const uchar *vmeta = i2pool + kmo + OKV_I2_VMETA;
                     float msc[OKV_NG], mlo[OKV_NG];
@@ -534,12 +575,22 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                         lm[OKV_LM_VM + (lid * OKV_NG + g) * 2 + 1] = okv_ld_meta(vmeta, 2 * g + 1);
                     }
                     __global const uchar *kc = i2pool + kco;
+                    __global const uchar *vc = kc + OKV_I2_VCODES;
+                    /* issue the K and V code loads together, then stage V (used in phase 3) */
+                    uint4 kw[OKV_Q4 / 16], vw[OKV_Q4 / 16];
                     for (int w = 0; w < OKV_Q4 / 16; ++w) {
 #if OKV_VEC
-                        uint4 u = ((__global const uint4 *)kc)[w];
+                        kw[w] = ((__global const uint4 *)kc)[w];
+                        vw[w] = ((__global const uint4 *)vc)[w];
 #else
-                        uint4 u = as_uint4(vload16(w, kc));
+                        kw[w] = as_uint4(vload16(w, kc));
+                        vw[w] = as_uint4(vload16(w, vc));
 #endif
+                    }
+                    for (int w = 0; w < OKV_Q4 / 16; ++w)
+                        vst[lid * (OKV_Q4 / 16) + w] = vw[w];
+                    for (int w = 0; w < OKV_Q4 / 16; ++w) {
+                        uint4 u = kw[w];
                         uint words[4] = {u.x, u.y, u.z, u.w};
                         for (int wi = 0; wi < 4; ++wi) {
                             uint word = words[wi];
@@ -547,8 +598,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                                 const int j = w * 16 + wi * 4 + bi;
                                 uint byte = (word >> (8 * bi)) & 0xffu;
 #if OKV_NG == 1
-                                float4 cv = (float4)((float)(byte & 3u), (float)((byte >> 2) & 3u),
-                                                     (float)((byte >> 4) & 3u), (float)(byte >> 6));
+                                float4 cv = (float4)(OKV_C2F(byte & 3u), OKV_C2F((byte >> 2) & 3u),
+                                                     OKV_C2F((byte >> 4) & 3u), OKV_C2F(byte >> 6));
 #else
                                 float4 cv =
                                     (float4)(okv_dequant((int)(byte & 3u), msc[j / OKV_GS], mlo[j / OKV_GS]),
@@ -560,7 +611,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                                                          mlo[(j + 3 * OKV_Q4) / OKV_GS]));
 #endif
                                 for (int i = 0; i < OKV_GQA; ++i) {
-                                    float4 qv = vload4(j, qloc + i * OKV_D);
+                                    float4 qv = ((__local const float4 *)(qloc + i * OKV_D))[j];
                                     s[i] = fma(qv.x, cv.x, s[i]);
                                     s[i] = fma(qv.y, cv.y, s[i]);
                                     s[i] = fma(qv.z, cv.z, s[i]);
@@ -586,7 +637,8 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
 #endif
                         float4 k0 = okv_bf16x4(u.xy), k1 = okv_bf16x4(u.zw);
                         for (int i = 0; i < OKV_GQA; ++i) {
-                            float4 qa = vload4(2 * w, qloc + i * OKV_D), qb = vload4(2 * w + 1, qloc + i * OKV_D);
+                            __local const float4 *q4 = (__local const float4 *)(qloc + i * OKV_D);
+                            float4 qa = q4[2 * w], qb = q4[2 * w + 1];
                             s[i] = fma(qa.x, k0.x, s[i]);
                             s[i] = fma(qa.y, k0.y, s[i]);
                             s[i] = fma(qa.z, k0.z, s[i]);
@@ -667,19 +719,51 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             for (int k = 0; k < 4; ++k)
                 acc[i][k] *= alpha[i];
         }
-        for (int tt = tg; tt < n_in; tt += OKV_NTG) {
-            float p[OKV_GQA];
-            for (int i = 0; i < OKV_GQA; ++i) {
-                p[i] = lm[OKV_LM_SC + tt * OKV_GQA + i];
-                l[i] += p[i];
+        if (tier == 0) {
+            /* BF16 V rows come from global memory: batches of OKV_PVU tokens with every
+             * load issued before the FMAs, so a warp has OKV_PVU rows in flight instead of
+             * one memory latency per token (same per-channel operations and order). */
+            for (int t0 = tg; t0 < n_in; t0 += OKV_NTG * OKV_PVU) {
+                uint2 w2[OKV_PVU];
+                for (int u = 0; u < OKV_PVU; ++u) {
+                    const int tt = t0 + u * OKV_NTG;
+                    w2[u] = (uint2)(0u, 0u);
+                    if (tt < n_in)
+#if OKV_VEC
+                        w2[u] = ((__global const uint2 *)(bfpool + toff[tt]))[jb];
+#else
+                        w2[u] = as_uint2(vload4(jb, bfpool + toff[tt]));
+#endif
+                }
+                for (int u = 0; u < OKV_PVU; ++u) {
+                    const int tt = t0 + u * OKV_NTG;
+                    if (tt >= n_in) break;
+                    float4 vv = okv_bf16x4(w2[u]);
+                    float p[OKV_GQA];
+                    okv_ld_p(lm + OKV_LM_SC + tt * OKV_GQA, p);
+                    for (int i = 0; i < OKV_GQA; ++i) {
+                        l[i] += p[i];
+                        acc[i][0] = fma(p[i], vv.x, acc[i][0]);
+                        acc[i][1] = fma(p[i], vv.y, acc[i][1]);
+                        acc[i][2] = fma(p[i], vv.z, acc[i][2]);
+                        acc[i][3] = fma(p[i], vv.w, acc[i][3]);
+                    }
+                }
             }
+        }
+        for (int tt = tier == 0 ? n_in : tg; tt < n_in; tt += OKV_NTG) {
+            float p[OKV_GQA];
+            okv_ld_p(lm + OKV_LM_SC + tt * OKV_GQA, p);
+            for (int i = 0; i < OKV_GQA; ++i)
+                l[i] += p[i];
             float4 vv;
             if (tier == 1) {
-                uint byte = i2pool[toff[tt] + (ulong)jb];
+                uint byte = ((__local const uchar *)vst)[tt * OKV_Q4 + jb];
 #if OKV_NG == 1
-                float vs = lm[OKV_LM_VM + tt * 2], vl = lm[OKV_LM_VM + tt * 2 + 1];
-                vv = (float4)((float)(byte & 3u), (float)((byte >> 2) & 3u), (float)((byte >> 4) & 3u),
-                              (float)(byte >> 6));
+                float2 vm2 = ((__local const float2 *)(lm + OKV_LM_VM))[tt]; /* (scale, lo) */
+                float vs = vm2.x, vl = vm2.y;
+                vv = (float4)(OKV_C2F(byte & 3u), OKV_C2F((byte >> 2) & 3u), OKV_C2F((byte >> 4) & 3u),
+                              OKV_C2F(byte >> 6));
                 for (int i = 0; i < OKV_GQA; ++i) {
                     bl[i] = fma(p[i], vl, bl[i]);
                     p[i] *= vs;
@@ -694,13 +778,6 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
                               okv_dequant((int)(byte >> 6), vm[2 * ((jb + 3 * OKV_Q4) / OKV_GS)],
                                           vm[2 * ((jb + 3 * OKV_Q4) / OKV_GS) + 1]));
 #endif
-            } else if (tier == 0) {
-#if OKV_VEC
-                uint2 w2 = ((__global const uint2 *)(bfpool + toff[tt]))[jb];
-#else
-                uint2 w2 = as_uint2(vload4(jb, bfpool + toff[tt]));
-#endif
-                vv = okv_bf16x4(w2);
             } else {
                 __global const uchar *vr = vn_b + vn_o;
                 ulong e = toff[tt] + (ulong)(4 * jb);
@@ -736,7 +813,7 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
             bt += lm[OKV_LM_FIN_B + g];
         }
         ulong base =
-            (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + split)) *
+            (((ulong)row * OKV_HQ + (ulong)(head * OKV_GQA + i)) * (ulong)ns_total + (ulong)(split_base + group)) *
             (ulong)(OKV_D + 2);
         ws[base + lid] = a + bt;
         if (lid == 0) {
@@ -749,7 +826,15 @@ okv_attn_split(OKV_CACHE_ARGS, int batch, __global const uchar *q_b, ulong q_o, 
 #endif
 
 /* Grid (OKV_D, HQ, n_rows), work-group (OKV_D): exact log-sum-exp merge of the
- * ns_total partials of (row, hq); optional un-rotation o R_V^T and lse. */
+ * ns_total partials of (row, hq); optional un-rotation o R_V^T and lse.
+ * The global max M is a strided max plus a tree in local memory; the split weights
+ * exp(m_s - M) are computed once per split (one work item each, blocks of OKV_D
+ * splits) into local memory; every work item then sums its channel over the splits
+ * in split order (the same operations as a plain serial loop, so the same bits),
+ * OKV_MGU splits per step with all their loads issued first. Before, each work item walked
+ * the splits twice, one dependent global load (+ exp) at a time: a fixed 10-80 us at
+ * batch 1, growing with the split count. */
+#define OKV_MGU 16 /* merge: splits per step (loads in flight per work item) */
 #if OKV_GROUP == 2
 __kernel __attribute__((reqd_work_group_size(OKV_D, 1, 1))) void
 okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uchar *o_b, ulong o_o, int o_dt,
@@ -757,23 +842,57 @@ okv_attn_merge(__global const uchar *ws_b, ulong ws_o, int ns_total, __global uc
                int unrotate)
 {
     __local float ol[OKV_D];
+    __local float wl[OKV_D]; /* weights of one block of splits; -INFINITY marks an empty split */
     const int lid = (int)get_local_id(0);
     const int hq = (int)get_global_id(1);
     const int row = (int)get_global_id(2);
     __global const float *ws = (__global const float *)(ws_b + ws_o);
-    ulong base = ((ulong)row * OKV_HQ + (ulong)hq) * (ulong)ns_total * (ulong)(OKV_D + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < ns_total; ++s)
-        M = fmax(M, ws[base + (ulong)s * (OKV_D + 2) + OKV_D]);
+    const ulong RS = OKV_D + 2; /* floats per partial */
+    ulong base = ((ulong)row * OKV_HQ + (ulong)hq) * (ulong)ns_total * RS;
+    float mx = -INFINITY;
+    for (int s = lid; s < ns_total; s += OKV_D)
+        mx = fmax(mx, ws[base + (ulong)s * RS + OKV_D]);
+    ol[lid] = mx;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int stride = OKV_D / 2; stride > 0; stride >>= 1) {
+        if (lid < stride) ol[lid] = fmax(ol[lid], ol[lid + stride]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float M = ol[0];
+    barrier(CLK_LOCAL_MEM_FENCE); /* ol is reused by the un-rotation */
     float L = 0.0f, o = 0.0f;
-    if (M != -INFINITY) {
-        for (int s = 0; s < ns_total; ++s) {
-            __global const float *pp = ws + base + (ulong)s * (OKV_D + 2);
-            float ms = pp[OKV_D];
-            if (ms == -INFINITY) continue;
-            float w = exp(ms - M);
-            L = fma(pp[OKV_D + 1], w, L);
-            o = fma(pp[lid], w, o);
+    if (M != -INFINITY) { /* uniform over the work-group */
+        for (int s0 = 0; s0 < ns_total; s0 += OKV_D) {
+            const int nb = ns_total - s0 < OKV_D ? ns_total - s0 : OKV_D;
+            if (lid < nb) {
+                float ms = ws[base + (ulong)(s0 + lid) * RS + OKV_D];
+                wl[lid] = ms == -INFINITY ? -INFINITY : exp(ms - M);
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            __global const float *pp = ws + base + (ulong)s0 * RS;
+            int k = 0;
+            for (; k + OKV_MGU <= nb; k += OKV_MGU) {
+                float a[OKV_MGU], lv[OKV_MGU];
+                for (int u = 0; u < OKV_MGU; ++u) {
+                    a[u] = pp[(ulong)(k + u) * RS + (ulong)lid];
+                    lv[u] = pp[(ulong)(k + u) * RS + OKV_D + 1];
+                }
+                for (int u = 0; u < OKV_MGU; ++u) {
+                    float w = wl[k + u];
+                    if (w != -INFINITY) {
+                        L = fma(lv[u], w, L);
+                        o = fma(a[u], w, o);
+                    }
+                }
+            }
+            for (; k < nb; ++k) {
+                float w = wl[k];
+                if (w != -INFINITY) {
+                    L = fma(pp[(ulong)k * RS + OKV_D + 1], w, L);
+                    o = fma(pp[(ulong)k * RS + (ulong)lid], w, o);
+                }
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
         }
     }
     o = L > 0.0f ? o / L : 0.0f;
