@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Which key transform keeps Gemma 3 270M's perplexity with INT2 keys, and where the rest is lost.
+
+Builds key/query transforms from the calibration moments in numpy and measures perplexity
+on the evaluation text with the cache rules (sink 64 + recent 256 in BF16), per 1024-token
+bin of the segment. Keys are clipped and INT2-quantised here by a numpy copy of the format
+(SPEC 3: per-row sort clip, min/max per group, fp16 metadata; it reproduces the library's
+OSCAR result within 0.5 % PPL); values go through the library with the stored OSCAR R_V.
+
+    PYTHONPATH=python python3 -m oscarkv_eval.key_transform_study --ctx 8192 ortho scaled gen:kratio=0.88
+
+Specs are KIND[:opt=value...]. KIND: ortho (R = U H P, the paper's key rotation), scaled
+(U D H P with D = (lambda/mu)^alpha, queries U D^-1 H P: the library's key scaling), gen (the
+joint optimum of the same model: C_K^-1/2 W G^alpha, W, G eigenpairs of C_K^1/2 C_Q C_K^1/2).
+Options: alpha (0.25), eps (regulariser, 0.01), kratio (key clip; default: the stored fitted
+clip of oscar-centered-fitted), group (128), gg (group of the global layers), gk (clip factor
+of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), vq (0: exact values).
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "python"))
+sys.path.insert(0, str(ROOT / "tools" / "capture"))
+
+import oscarkv as okv  # noqa: E402
+from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
+from oscarkv_eval.run_quality import capture_calibration  # noqa: E402
+from oscarkv_model import Gemma3Model  # noqa: E402
+from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
+from capture_activations import sequences  # noqa: E402
+
+INT_OPTS = ("group", "gg", "kq", "vq")
+
+
+def moments(model, tok, cache: Path, seq_len):
+    """Per layer C_Q (mean over query heads of q^T q), the mean key and the centered C_K."""
+    if cache.exists():
+        return dict(np.load(cache))
+    layers, _ = capture_calibration(model, tok, 8192, seq_len)
+    out = {}
+    for i, seqs in enumerate(layers):
+        q = np.concatenate([a for a, _, _ in seqs]).astype(np.float64).reshape(-1, model.cfg.head_dim)
+        k = np.concatenate([b for _, b, _ in seqs]).astype(np.float64)[:, 0]
+        mu = k.mean(0)
+        out[f"cq{i}"], out[f"mu{i}"], out[f"ck{i}"] = q.T @ q / len(q), mu, (k - mu).T @ (k - mu) / len(k)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def hadamard_perm(d):
+    h = np.array([[1.0]])
+    while h.shape[0] < d:
+        h = np.block([[h, h], [h, -h]])
+    bits = d.bit_length() - 1
+    perm = [d - 1 - int(format(j, f"0{bits}b")[::-1], 2) for j in range(d)]
+    return h / np.sqrt(d) @ np.eye(d)[:, perm]
+
+
+def f16(x):
+    return x.astype(np.float16).astype(np.float32)
+
+
+def int2_rows(x, ratio, group):
+    n, d = x.shape
+    if ratio < 1.0:
+        tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
+        x = np.clip(x, -tau, tau)
+    g = x.reshape(n, d // group, group)
+    lo, hi = f16(g.min(2, keepdims=True)), g.max(2, keepdims=True)
+    sc = f16(np.maximum(hi - lo, 1e-8) / 3)
+    return (lo + np.clip(np.floor((g - lo) / sc + 0.5), 0, 3) * sc).reshape(n, d).astype(np.float32)
+
+
+def key_pair(kind, cq, ck, alpha, eps, HP):
+    """(keys' matrix, queries' matrix) with (q Aq).(k A) = q.k."""
+    d = cq.shape[0]
+    if kind == "gen":
+        a = ck + eps * np.trace(ck) / d * np.eye(d)
+        b = cq + eps * np.trace(cq) / d * np.eye(d)
+        w, v = np.linalg.eigh(a)
+        ah, aih = v @ np.diag(np.sqrt(w)) @ v.T, v @ np.diag(1 / np.sqrt(w)) @ v.T
+        g, W = np.linalg.eigh(ah @ b @ ah)
+        order = np.argsort(-g)
+        W, g = W[:, order], np.maximum(g[order], 1e-12 * g.max())
+        t, tq = aih @ W @ np.diag(g**alpha), ah @ W @ np.diag(g**-alpha)
+        c = np.sqrt(np.trace(ck) / np.trace(t.T @ ck @ t))
+        return (t * c) @ HP, (tq / c) @ HP
+    lam, U = np.linalg.eigh((cq + cq.T) / 2)
+    order = np.argsort(-lam)
+    U, lam = U[:, order], np.maximum(lam[order], 0)
+    D = np.ones(d)
+    if kind == "scaled":
+        mu = np.maximum(np.einsum("ij,jk,ki->i", U.T, ck, U), 0)
+        D = ((lam + eps * lam.mean()) / (mu + eps * mu.mean())) ** alpha
+        D /= np.exp(np.log(D).mean())
+    elif kind != "ortho":
+        raise SystemExit(f"unknown kind {kind}")
+    return U @ np.diag(D) @ HP, U @ np.diag(1 / D) @ HP
+
+
+def quantizer(ctx, rots, mom, spec, d):
+    kind, *rest = spec.split(":")
+    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1}
+    for item in rest:
+        k, v = item.split("=")
+        o[k] = int(v) if k in INT_OPTS else float(v)
+    HP = hadamard_perm(d)
+    pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP) for i in range(len(rots))]
+
+    def q(layer, k, v):
+        r, (A, Aq) = rots[layer], pairs[layer]
+        mu = mom[f"mu{layer}"].astype(np.float32)
+        glob = (layer + 1) % 6 == 0
+        group = o["gg"] if (o["gg"] and glob) else o["group"]
+        ratio = r["k_clip"] if o["kratio"] is None else o["kratio"]
+        ratio = min(1.0, ratio * o["gk"]) if glob else ratio
+        A32, Aq32 = A.astype(np.float32), Aq.astype(np.float32)
+        kr = (k[:, 0] - mu) @ A32
+        quant_k = o["kq"] == 1 or (o["kq"] == 2 and glob) or (o["kq"] == 3 and not glob)
+        kq = (int2_rows(kr, ratio, group) if quant_k else kr)[:, None]
+        if o["vq"]:
+            _, vq = okv.quantize_kv(ctx, k, v, r, group_size=group, meta="f16", windows=False)
+        else:
+            vq = (v[:, 0] @ r["v_rotation"][0])[:, None]
+        return kq, vq, A32, r["v_rotation"][0], mu, Aq32
+    return q
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("specs", nargs="+")
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--calib-seq-len", type=int, default=2048)
+    a = ap.parse_args(argv)
+    model, tok = Gemma3Model.load(), Gemma3Tokenizer()
+    n_layers, d = model.cfg.n_layers, model.cfg.head_dim
+    cache = ROOT / "build" / "quality-calib-cache" / f"8192x{a.calib_seq_len}" / "moments.npz"
+    mom = moments(model, tok, cache, a.calib_seq_len)
+    stored = ROOT / "build" / "quality-calib-cache" / "8192x2048" / "oscar-centered-fitted.safetensors"
+    if not stored.exists():
+        raise SystemExit(f"{stored} missing: run run_quality with oscar-centered-fitted first")
+    rs = okv.RotationSet.load(stored)
+    rots = [rs.layer(i) for i in range(n_layers)]
+    ctx = okv.Context("ref")
+    segs = [s for s in sequences(tok, "evaluation", a.ctx, a.ctx) if len(s) == a.ctx]
+
+    def nll(qfn):
+        hook = MixedAttention(n_layers, qfn or (lambda layer, k, v: (None,) * 5), 64, 256, 8, int2=qfn is not None)
+        return np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs])
+
+    base = nll(None)
+    print(f"ctx {a.ctx}: bf16 PPL {np.exp(base.mean()):.4f}; per 1024-token bin: relative PPL change, %", flush=True)
+    for spec in a.specs:
+        t0 = time.time()
+        x = nll(quantizer(ctx, rots, mom, spec, d))
+        bins = " ".join(f"{100 * (np.exp(x[i:i + 1024].mean() - base[i:i + 1024].mean()) - 1):+.1f}"
+                        for i in range(0, len(x), 1024))
+        print(f"{spec:32s} PPL {np.exp(x.mean()):.4f} ({100 * (np.exp(x.mean() - base.mean()) - 1):+.2f} %) | "
+              f"{bins} | {time.time() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
