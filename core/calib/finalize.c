@@ -35,11 +35,11 @@ typedef struct fin_ctx {
 } fin_ctx_t;
 
 /* Target matrix (full symmetric) of layer L, K (kv 0) or V (kv 1), rotation r
- * (r = KV head for per-head granularity, ignored per layer: mean over heads). */
-static okv_status_t build_target(fin_ctx_t *F, const calib_layer_t *L, int kv, int r, double *out)
+ * (r = KV head for per-head granularity, ignored per layer: mean over heads); plain: the
+ * second moment K^T K / N (V^T V / N) instead of the attention-aware target. */
+static okv_status_t build_target(fin_ctx_t *F, const calib_layer_t *L, int kv, int r, int plain, double *out)
 {
     int d = F->d, hkv = F->hkv;
-    int plain = F->opt->method == OKV_ROT_PLAIN_COV;
     int h0 = F->n_rot == 1 ? 0 : r, h1 = F->n_rot == 1 ? hkv : r + 1;
     double N = (double)L->tokens;
     memset(out, 0, sizeof(double) * (size_t)d * d);
@@ -73,16 +73,10 @@ static okv_status_t build_target(fin_ctx_t *F, const calib_layer_t *L, int kv, i
  * over D when the INT2 error e is isotropic after H with variance ~ the row's energy. */
 static void key_scaling(fin_ctx_t *F, const calib_layer_t *L, const okv_rot_layer_t *RL, int r, double *D)
 {
-    int d = F->d, hkv = F->hkv;
-    int h0 = F->n_rot == 1 ? 0 : r, h1 = F->n_rot == 1 ? hkv : r + 1;
-    double N = (double)L->tokens, *C = F->target;
-    memset(C, 0, sizeof(double) * (size_t)d * d);
-    for (int h = h0; h < h1; ++h) {
-        okv_sym_finish(d, L->kk + (size_t)h * d * d, 1.0 / N, F->tmp);
-        for (size_t i = 0; i < (size_t)d * d; ++i)
-            C[i] += F->tmp[i] / (double)(h1 - h0);
-    }
-    if (RL->k_mean) { /* E[(k - m)(k - m)^T] = E[k k^T] - m m^T when m is the mean of those keys */
+    int d = F->d;
+    double *C = F->target;
+    build_target(F, L, 0, r, 1, C); /* K^T K / N: cannot fail (no reference value target) */
+    if (RL->k_mean) {               /* E[(k - m)(k - m)^T] = E[k k^T] - m m^T when m is the mean of those keys */
         const float *m = RL->k_mean + (size_t)r * d;
         for (int i = 0; i < d; ++i)
             for (int j = 0; j < d; ++j)
@@ -383,7 +377,7 @@ OKV_API okv_status_t okv_calibrator_finalize(okv_calibrator_t *cal, const okv_ca
             }
             for (int r = 0; r < F.n_rot && st == OKV_SUCCESS; ++r) {
                 if (eigen) {
-                    st = build_target(&F, L, kv, r, F.target);
+                    st = build_target(&F, L, kv, r, opt->method == OKV_ROT_PLAIN_COV, F.target);
                     if (st != OKV_SUCCESS) {
                         okv_fail(&cal->err, st, "finalize: out of memory building layer %d targets", (int)l);
                         break;

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tools" / "capture"))
 
 import oscarkv as okv  # noqa: E402
 from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
+from oscarkv_eval.quantizers import _asym_2bit  # noqa: E402
 from oscarkv_eval.run_quality import capture_calibration  # noqa: E402
 from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
@@ -62,19 +63,13 @@ def hadamard_perm(d):
     return h / np.sqrt(d) @ np.eye(d)[:, perm]
 
 
-def f16(x):
-    return x.astype(np.float16).astype(np.float32)
-
-
 def int2_rows(x, ratio, group):
+    """Per-row sort clip (SPEC 2.6), then min/max INT2 per group with fp16 metadata."""
     n, d = x.shape
     if ratio < 1.0:
         tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
         x = np.clip(x, -tau, tau)
-    g = x.reshape(n, d // group, group)
-    lo, hi = f16(g.min(2, keepdims=True)), g.max(2, keepdims=True)
-    sc = f16(np.maximum(hi - lo, 1e-8) / 3)
-    return (lo + np.clip(np.floor((g - lo) / sc + 0.5), 0, 3) * sc).reshape(n, d).astype(np.float32)
+    return _asym_2bit(x.reshape(n, d // group, group), axis=2).reshape(n, d).astype(np.float32)
 
 
 def key_pair(kind, cq, ck, alpha, eps, HP):
