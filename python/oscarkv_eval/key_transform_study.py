@@ -14,7 +14,10 @@ Specs are KIND[:opt=value...]. KIND: ortho (R = U H P, the paper's key rotation)
 joint optimum of the same model: C_K^-1/2 W G^alpha, W, G eigenpairs of C_K^1/2 C_Q C_K^1/2).
 Options: alpha (0.25), eps (regulariser, 0.01), kratio (key clip; default: the stored fitted
 clip of oscar-centered-fitted), group (128), gg (group of the global layers), gk (clip factor
-of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), vq (0: exact values).
+of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), vq (0: exact values),
+gain (rows scaled by (x.x / x.xq)^gain: undoes the quantiser's shrinkage along the row), kbits (key
+bits, 2; min/max levels 2^bits), hbits (key bits of the layers in hl, dash-separated, default 5-11-17,
+clipped at hr, default 0.97).
 """
 import argparse
 import sys
@@ -35,7 +38,7 @@ from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
-INT_OPTS = ("group", "gg", "kq", "vq")
+INT_OPTS = ("group", "gg", "kq", "vq", "kbits", "hbits")
 
 
 def moments(model, tok, cache: Path, seq_len):
@@ -63,13 +66,28 @@ def hadamard_perm(d):
     return h / np.sqrt(d) @ np.eye(d)[:, perm]
 
 
-def int2_rows(x, ratio, group):
-    """Per-row sort clip (SPEC 2.6), then min/max INT2 per group with fp16 metadata."""
+def asym_rows(x, bits):
+    """Min/max asymmetric quantisation of the last axis at `bits` bits, fp16 metadata."""
+    if bits == 2:
+        return _asym_2bit(x, axis=-1)
+    lo = x.min(axis=-1, keepdims=True).astype(np.float16).astype(np.float32)
+    step = (np.maximum(x.max(axis=-1, keepdims=True) - lo, 1e-8) / (2**bits - 1)).astype(np.float16).astype(np.float32)
+    return lo + np.clip(np.floor((x - lo) / step + 0.5), 0, 2**bits - 1) * step
+
+
+def int2_rows(x, ratio, group, gain=0.0, bits=2):
+    """Per-row sort clip (SPEC 2.6), then min/max INT2 per group with fp16 metadata.
+    gain: multiply each row by (x.x / x.xq)^gain, undoing the shrinkage along the row itself."""
     n, d = x.shape
+    x0 = x
     if ratio < 1.0:
         tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
         x = np.clip(x, -tau, tau)
-    return _asym_2bit(x.reshape(n, d // group, group), axis=2).reshape(n, d).astype(np.float32)
+    xq = asym_rows(x.reshape(n, d // group, group), bits).reshape(n, d).astype(np.float32)
+    if gain:
+        g = np.einsum("ij,ij->i", x0, x0) / np.maximum(np.einsum("ij,ij->i", x0, xq), 1e-30)
+        xq = xq * (g**gain)[:, None]
+    return xq
 
 
 def key_pair(kind, cq, ck, alpha, eps, HP):
@@ -101,10 +119,10 @@ def key_pair(kind, cq, ck, alpha, eps, HP):
 
 def quantizer(ctx, rots, mom, spec, d):
     kind, *rest = spec.split(":")
-    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1}
+    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1, "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97}
     for item in rest:
         k, v = item.split("=")
-        o[k] = int(v) if k in INT_OPTS else float(v)
+        o[k] = int(v) if k in INT_OPTS else (v if k == "hl" else float(v))
     HP = hadamard_perm(d)
     pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP) for i in range(len(rots))]
 
@@ -118,7 +136,10 @@ def quantizer(ctx, rots, mom, spec, d):
         A32, Aq32 = A.astype(np.float32), Aq.astype(np.float32)
         kr = (k[:, 0] - mu) @ A32
         quant_k = o["kq"] == 1 or (o["kq"] == 2 and glob) or (o["kq"] == 3 and not glob)
-        kq = (int2_rows(kr, ratio, group) if quant_k else kr)[:, None]
+        bits = o["kbits"]
+        if o["hbits"] and str(layer) in o["hl"].split("-"):
+            bits, ratio = o["hbits"], o["hr"]
+        kq = (int2_rows(kr, ratio, group, o["gain"], bits) if quant_k else kr)[:, None]
         if o["vq"]:
             _, vq = okv.quantize_kv(ctx, k, v, r, group_size=group, meta="f16", windows=False)
         else:
@@ -127,23 +148,28 @@ def quantizer(ctx, rots, mom, spec, d):
     return q
 
 
+def setup(ctx_len, calib_seq_len=2048):
+    """(model, moments, per-layer stored rotations, ref context, evaluation segments of ctx_len)."""
+    model, tok = Gemma3Model.load(), Gemma3Tokenizer()
+    cache = ROOT / "build" / "quality-calib-cache" / f"8192x{calib_seq_len}" / "moments.npz"
+    mom = moments(model, tok, cache, calib_seq_len)
+    stored = ROOT / "build" / "quality-calib-cache" / "8192x2048" / "oscar-centered-fitted.safetensors"
+    if not stored.exists():
+        raise SystemExit(f"{stored} missing: run run_quality with oscar-centered-fitted first")
+    rs = okv.RotationSet.load(stored)
+    rots = [rs.layer(i) for i in range(model.cfg.n_layers)]
+    segs = [s for s in sequences(tok, "evaluation", ctx_len, ctx_len) if len(s) == ctx_len]
+    return model, mom, rots, okv.Context("ref"), segs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--calib-seq-len", type=int, default=2048)
     a = ap.parse_args(argv)
-    model, tok = Gemma3Model.load(), Gemma3Tokenizer()
+    model, mom, rots, ctx, segs = setup(a.ctx, a.calib_seq_len)
     n_layers, d = model.cfg.n_layers, model.cfg.head_dim
-    cache = ROOT / "build" / "quality-calib-cache" / f"8192x{a.calib_seq_len}" / "moments.npz"
-    mom = moments(model, tok, cache, a.calib_seq_len)
-    stored = ROOT / "build" / "quality-calib-cache" / "8192x2048" / "oscar-centered-fitted.safetensors"
-    if not stored.exists():
-        raise SystemExit(f"{stored} missing: run run_quality with oscar-centered-fitted first")
-    rs = okv.RotationSet.load(stored)
-    rots = [rs.layer(i) for i in range(n_layers)]
-    ctx = okv.Context("ref")
-    segs = [s for s in sequences(tok, "evaluation", a.ctx, a.ctx) if len(s) == a.ctx]
 
     def nll(qfn):
         hook = MixedAttention(n_layers, qfn or (lambda layer, k, v: (None,) * 5), 64, 256, 8, int2=qfn is not None)
