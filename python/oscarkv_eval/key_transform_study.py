@@ -17,7 +17,7 @@ clip of oscar-centered-fitted), group (128), gg (group of the global layers), gk
 of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), vq (0: exact values),
 gain (rows scaled by (x.x / x.xq)^gain: undoes the quantiser's shrinkage along the row), kbits (key
 bits, 2; min/max levels 2^bits), hbits (key bits of the layers in hl, dash-separated, default 5-11-17,
-clipped at hr, default 0.97).
+clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per group).
 """
 import argparse
 import sys
@@ -38,7 +38,7 @@ from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
-INT_OPTS = ("group", "gg", "kq", "vq", "kbits", "hbits")
+INT_OPTS = ("group", "gg", "kq", "vq", "kbits", "hbits", "vbits")
 
 
 def moments(model, tok, cache: Path, seq_len):
@@ -73,6 +73,17 @@ def asym_rows(x, bits):
     lo = x.min(axis=-1, keepdims=True).astype(np.float16).astype(np.float32)
     step = (np.maximum(x.max(axis=-1, keepdims=True) - lo, 1e-8) / (2**bits - 1)).astype(np.float16).astype(np.float32)
     return lo + np.clip(np.floor((x - lo) / step + 0.5), 0, 2**bits - 1) * step
+
+
+def one_bit_rows(x, group):
+    """1 bit per element: per group, mean m and mean absolute deviation a (fp16); x^ = m +- a.
+    Stored as the format's (lo, scale) = (m - a, 2a) with code = x > m."""
+    n, d = x.shape
+    g = x.reshape(n, d // group, group)
+    m = g.mean(axis=2, keepdims=True)
+    a = np.abs(g - m).mean(axis=2, keepdims=True)
+    lo, sc = (m - a).astype(np.float16).astype(np.float32), (2 * a).astype(np.float16).astype(np.float32)
+    return (lo + (g > m) * sc).reshape(n, d).astype(np.float32)
 
 
 def int2_rows(x, ratio, group, gain=0.0, bits=2):
@@ -119,7 +130,7 @@ def key_pair(kind, cq, ck, alpha, eps, HP):
 
 def quantizer(ctx, rots, mom, spec, d):
     kind, *rest = spec.split(":")
-    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1, "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97}
+    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1, "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2}
     for item in rest:
         k, v = item.split("=")
         o[k] = int(v) if k in INT_OPTS else (v if k == "hl" else float(v))
@@ -140,7 +151,9 @@ def quantizer(ctx, rots, mom, spec, d):
         if o["hbits"] and str(layer) in o["hl"].split("-"):
             bits, ratio = o["hbits"], o["hr"]
         kq = (int2_rows(kr, ratio, group, o["gain"], bits) if quant_k else kr)[:, None]
-        if o["vq"]:
+        if o["vq"] and o["vbits"] == 1:
+            vq = one_bit_rows(v[:, 0] @ r["v_rotation"][0], group)[:, None]
+        elif o["vq"]:
             _, vq = okv.quantize_kv(ctx, k, v, r, group_size=group, meta="f16", windows=False)
         else:
             vq = (v[:, 0] @ r["v_rotation"][0])[:, None]
