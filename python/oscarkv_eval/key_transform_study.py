@@ -17,7 +17,9 @@ clip of oscar-centered-fitted), group (128), gg (group of the global layers), gk
 of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), vq (0: exact values),
 gain (rows scaled by (x.x / x.xq)^gain: undoes the quantiser's shrinkage along the row), kbits (key
 bits, 2; min/max levels 2^bits), hbits (key bits of the layers in hl, dash-separated, default 5-11-17,
-clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per group).
+clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per group), kclips (1: the
+library's fitted key clips of oscar-scaled-fitted instead of oscar-centered-fitted's), seed (random
+signs for the eigenvectors: U -> U S, an equally valid pair). KIND lib: the library's stored pair.
 """
 import argparse
 import sys
@@ -38,7 +40,7 @@ from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
-INT_OPTS = ("group", "gg", "kq", "vq", "kbits", "hbits", "vbits")
+INT_OPTS = ("group", "gg", "kq", "vq", "kbits", "hbits", "vbits", "kclips", "seed")
 
 
 def moments(model, tok, cache: Path, seq_len):
@@ -101,7 +103,7 @@ def int2_rows(x, ratio, group, gain=0.0, bits=2):
     return xq
 
 
-def key_pair(kind, cq, ck, alpha, eps, HP):
+def key_pair(kind, cq, ck, alpha, eps, HP, seed=0):
     """(keys' matrix, queries' matrix) with (q Aq).(k A) = q.k."""
     d = cq.shape[0]
     if kind == "gen":
@@ -125,24 +127,29 @@ def key_pair(kind, cq, ck, alpha, eps, HP):
         D /= np.exp(np.log(D).mean())
     elif kind != "ortho":
         raise SystemExit(f"unknown kind {kind}")
+    if seed:  # another equally valid eigenvector sign choice: U S, S = diag(+-1)
+        U = U * np.random.default_rng(seed).choice([-1.0, 1.0], size=d)
     return U @ np.diag(D) @ HP, U @ np.diag(1 / D) @ HP
 
 
 def quantizer(ctx, rots, mom, spec, d):
     kind, *rest = spec.split(":")
-    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1, "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2}
+    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1, "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2, "kclips": 0, "seed": 0}
     for item in rest:
         k, v = item.split("=")
         o[k] = int(v) if k in INT_OPTS else (v if k == "hl" else float(v))
     HP = hadamard_perm(d)
-    pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP) for i in range(len(rots))]
+    if kind == "lib":  # the library's calibrated pair and mean (oscar-scaled-fitted), numpy key path
+        pairs = [(r["scaled"]["k_rotation"][0], r["scaled"]["q_rotation"][0]) for r in rots]
+    else:
+        pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP, o["seed"] + i if o["seed"] else 0) for i in range(len(rots))]
 
     def q(layer, k, v):
         r, (A, Aq) = rots[layer], pairs[layer]
-        mu = mom[f"mu{layer}"].astype(np.float32)
+        mu = (r["scaled"]["k_mean"][0] if kind == "lib" else mom[f"mu{layer}"]).astype(np.float32)
         glob = (layer + 1) % 6 == 0
         group = o["gg"] if (o["gg"] and glob) else o["group"]
-        ratio = r["k_clip"] if o["kratio"] is None else o["kratio"]
+        ratio = r["k_clip_scaled" if o["kclips"] else "k_clip"] if o["kratio"] is None else o["kratio"]
         ratio = min(1.0, ratio * o["gk"]) if glob else ratio
         A32, Aq32 = A.astype(np.float32), Aq.astype(np.float32)
         kr = (k[:, 0] - mu) @ A32
@@ -171,6 +178,12 @@ def setup(ctx_len, calib_seq_len=2048):
         raise SystemExit(f"{stored} missing: run run_quality with oscar-centered-fitted first")
     rs = okv.RotationSet.load(stored)
     rots = [rs.layer(i) for i in range(model.cfg.n_layers)]
+    scaled = stored.with_name("oscar-scaled-fitted.safetensors")
+    if scaled.exists():  # the library's own key clips for the scaled pair (option kclips=1)
+        ss = okv.RotationSet.load(scaled)
+        for i, r in enumerate(rots):
+            r["scaled"] = ss.layer(i)
+            r["k_clip_scaled"] = r["scaled"]["k_clip"]
     segs = [s for s in sequences(tok, "evaluation", ctx_len, ctx_len) if len(s) == ctx_len]
     return model, mom, rots, okv.Context("ref"), segs
 
