@@ -17,8 +17,8 @@ clip of oscar-centered-fitted), group (128), gg (group of the global layers), gk
 of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), vq (0: exact values),
 gain (rows scaled by (x.x / x.xq)^gain: undoes the quantiser's shrinkage along the row), kbits (key
 bits, 2; min/max levels 2^bits), hbits (key bits of the layers in hl, dash-separated, default 5-11-17,
-clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per group), kclips (1: the
-library's fitted key clips of oscar-scaled-fitted instead of oscar-centered-fitted's), seed (random
+clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per
+group), kclips (1: the library's fitted key clips of oscar-scaled-fitted instead of oscar-centered-fitted's), seed (random
 signs for the eigenvectors: U -> U S, an equally valid pair). KIND lib: the library's stored pair.
 """
 import argparse
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tools" / "capture"))
 
 import oscarkv as okv  # noqa: E402
 from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
-from oscarkv_eval.quantizers import _asym_2bit  # noqa: E402
+from oscarkv_eval.quantizers import _asym_minmax  # noqa: E402
 from oscarkv_eval.run_quality import capture_calibration  # noqa: E402
 from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
@@ -68,15 +68,6 @@ def hadamard_perm(d):
     return h / np.sqrt(d) @ np.eye(d)[:, perm]
 
 
-def asym_rows(x, bits):
-    """Min/max asymmetric quantisation of the last axis at `bits` bits, fp16 metadata."""
-    if bits == 2:
-        return _asym_2bit(x, axis=-1)
-    lo = x.min(axis=-1, keepdims=True).astype(np.float16).astype(np.float32)
-    step = (np.maximum(x.max(axis=-1, keepdims=True) - lo, 1e-8) / (2**bits - 1)).astype(np.float16).astype(np.float32)
-    return lo + np.clip(np.floor((x - lo) / step + 0.5), 0, 2**bits - 1) * step
-
-
 def one_bit_rows(x, group):
     """1 bit per element: per group, mean m and mean absolute deviation a (fp16); x^ = m +- a.
     Stored as the format's (lo, scale) = (m - a, 2a) with code = x > m."""
@@ -88,15 +79,16 @@ def one_bit_rows(x, group):
     return (lo + (g > m) * sc).reshape(n, d).astype(np.float32)
 
 
-def int2_rows(x, ratio, group, gain=0.0, bits=2):
-    """Per-row sort clip (SPEC 2.6), then min/max INT2 per group with fp16 metadata.
+def quant_rows(x, ratio, group, gain=0.0, bits=2):
+    """Per-row sort clip (SPEC 2.6), then min/max quantisation at `bits` bits (2: the INT2 format)
+    per group with fp16 metadata.
     gain: multiply each row by (x.x / x.xq)^gain, undoing the shrinkage along the row itself."""
     n, d = x.shape
     x0 = x
     if ratio < 1.0:
         tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
         x = np.clip(x, -tau, tau)
-    xq = asym_rows(x.reshape(n, d // group, group), bits).reshape(n, d).astype(np.float32)
+    xq = _asym_minmax(x.reshape(n, d // group, group), axis=2, bits=bits).reshape(n, d).astype(np.float32)
     if gain:
         g = np.einsum("ij,ij->i", x0, x0) / np.maximum(np.einsum("ij,ij->i", x0, xq), 1e-30)
         xq = xq * (g**gain)[:, None]
@@ -134,22 +126,27 @@ def key_pair(kind, cq, ck, alpha, eps, HP, seed=0):
 
 def quantizer(ctx, rots, mom, spec, d):
     kind, *rest = spec.split(":")
-    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1, "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2, "kclips": 0, "seed": 0}
+    o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1,
+         "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2, "kclips": 0, "seed": 0}
     for item in rest:
         k, v = item.split("=")
         o[k] = int(v) if k in INT_OPTS else (v if k == "hl" else float(v))
+    if (kind == "lib" or o["kclips"]) and "scaled" not in rots[0]:
+        raise SystemExit("kind lib / kclips=1 need build/quality-calib-cache/8192x2048/oscar-scaled-fitted.safetensors:"
+                         " run run_quality with oscar-scaled-fitted first")
     HP = hadamard_perm(d)
     if kind == "lib":  # the library's calibrated pair and mean (oscar-scaled-fitted), numpy key path
         pairs = [(r["scaled"]["k_rotation"][0], r["scaled"]["q_rotation"][0]) for r in rots]
     else:
-        pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP, o["seed"] + i if o["seed"] else 0) for i in range(len(rots))]
+        pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP, o["seed"] + i if o["seed"] else 0)
+                 for i in range(len(rots))]
 
     def q(layer, k, v):
         r, (A, Aq) = rots[layer], pairs[layer]
         mu = (r["scaled"]["k_mean"][0] if kind == "lib" else mom[f"mu{layer}"]).astype(np.float32)
         glob = (layer + 1) % 6 == 0
         group = o["gg"] if (o["gg"] and glob) else o["group"]
-        ratio = r["k_clip_scaled" if o["kclips"] else "k_clip"] if o["kratio"] is None else o["kratio"]
+        ratio = (r["scaled"] if o["kclips"] else r)["k_clip"] if o["kratio"] is None else o["kratio"]
         ratio = min(1.0, ratio * o["gk"]) if glob else ratio
         A32, Aq32 = A.astype(np.float32), Aq.astype(np.float32)
         kr = (k[:, 0] - mu) @ A32
@@ -157,7 +154,7 @@ def quantizer(ctx, rots, mom, spec, d):
         bits = o["kbits"]
         if o["hbits"] and str(layer) in o["hl"].split("-"):
             bits, ratio = o["hbits"], o["hr"]
-        kq = (int2_rows(kr, ratio, group, o["gain"], bits) if quant_k else kr)[:, None]
+        kq = (quant_rows(kr, ratio, group, o["gain"], bits) if quant_k else kr)[:, None]
         if o["vq"] and o["vbits"] == 1:
             vq = one_bit_rows(v[:, 0] @ r["v_rotation"][0], group)[:, None]
         elif o["vq"]:
@@ -179,11 +176,10 @@ def setup(ctx_len, calib_seq_len=2048):
     rs = okv.RotationSet.load(stored)
     rots = [rs.layer(i) for i in range(model.cfg.n_layers)]
     scaled = stored.with_name("oscar-scaled-fitted.safetensors")
-    if scaled.exists():  # the library's own key clips for the scaled pair (option kclips=1)
+    if scaled.exists():  # the library's own pair and clips (kind lib, option kclips=1)
         ss = okv.RotationSet.load(scaled)
         for i, r in enumerate(rots):
             r["scaled"] = ss.layer(i)
-            r["k_clip_scaled"] = r["scaled"]["k_clip"]
     segs = [s for s in sequences(tok, "evaluation", ctx_len, ctx_len) if len(s) == ctx_len]
     return model, mom, rots, okv.Context("ref"), segs
 

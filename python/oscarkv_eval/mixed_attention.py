@@ -34,6 +34,17 @@ def _softmax_masked(s, bad):
     return s
 
 
+def chunk_masks(s, e, window, s0, hi):
+    """For the queries [s, e): the first key they can see, the mask of keys they must not see
+    (causal, sliding window) and the mask of keys read from the INT2 tier (s0 <= j < hi[t])."""
+    lo = 0 if window is None else max(0, s - window + 1)
+    qi, kj = np.arange(s, e)[:, None], np.arange(lo, e)[None, :]
+    bad = kj > qi
+    if window is not None:
+        bad |= (qi - kj) >= window
+    return lo, bad, (kj >= s0) & (kj < hi[s:e, None])
+
+
 class MixedAttention:
     """attn_fn for Gemma3Model.forward. quantize(layer, k, v) -> (k_rot_int2, v_rot_int2,
     R_K, R_V, k_mean[, Q_K]) gives the INT2 tier rows (rotated basis), the layer's rotations
@@ -76,14 +87,8 @@ class MixedAttention:
         t_k, t_v = k.transpose(1, 0, 2), v.transpose(1, 0, 2)
         for s in range(0, n, self.q_chunk):
             e = min(n, s + self.q_chunk)
-            lo = 0 if window is None else max(0, s - window + 1)
             m = e - s
-            qi = np.arange(s, e)[:, None]
-            kj = np.arange(lo, e)[None, :]
-            bad = kj > qi
-            if window is not None:
-                bad |= (qi - kj) >= window
-            in_int2 = (kj >= self.s0) & (kj < hi[s:e, None])
+            lo, bad, in_int2 = chunk_masks(s, e, window, self.s0, hi)
             qc = qr[s:e].transpose(1, 0, 2).reshape(hkv, g, m, d)
             sb = np.matmul(qc, t_kb[:, None, lo:e].transpose(0, 1, 3, 2))
             sq = np.matmul(qc, t_kq[:, None, lo:e].transpose(0, 1, 3, 2))

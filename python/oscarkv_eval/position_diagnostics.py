@@ -15,7 +15,7 @@ import numpy as np
 
 from oscarkv_eval import cache_rules
 from oscarkv_eval.key_transform_study import quantizer, setup
-from oscarkv_eval.mixed_attention import _softmax_masked
+from oscarkv_eval.mixed_attention import _softmax_masked, chunk_masks
 
 BIN = 1024
 
@@ -32,10 +32,8 @@ def layer_stats(qfn, n_layers, n_bins):
         hi = cache_rules.int2_bounds(n, 64, 256, 8)
         out = np.empty((n, hq, d), np.float32)
         for s in range(0, n, 256):
-            e, lo = min(n, s + 256), 0 if window is None else max(0, s - window + 1)
-            qi, kj = np.arange(s, e)[:, None], np.arange(lo, e)[None, :]
-            bad = (kj > qi) | ((qi - kj) >= window if window is not None else False)
-            in2 = (kj >= 64) & (kj < hi[s:e, None])
+            e = min(n, s + 256)
+            lo, bad, in2 = chunk_masks(s, e, window, 64, hi)
             qc = qr[s:e].transpose(1, 0, 2)
             se = qc @ kr[lo:e, 0].T
             pe = _softmax_masked(se * np.float32(scale), bad)

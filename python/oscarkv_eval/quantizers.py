@@ -23,12 +23,13 @@ def okv_round_trip(ctx, kr_unrot, v_unrot, rotation, group_size=0, meta="f16", q
                            windows=False)
 
 
-def _asym_2bit(x, axis):
-    """Asymmetric 2-bit min/max quantization along `axis`, fp16 metadata."""
+def _asym_minmax(x, axis, bits=2):
+    """Asymmetric min/max quantization along `axis` at `bits` bits (2^bits levels), fp16 metadata."""
+    top = 2**bits - 1
     lo = x.min(axis=axis, keepdims=True).astype(np.float16).astype(np.float32)
     hi = x.max(axis=axis, keepdims=True)
-    scale = (np.maximum(hi - lo, 1e-8) / 3).astype(np.float16).astype(np.float32)
-    code = np.clip(np.floor((x - lo) / np.where(scale > 0, scale, 1) + 0.5), 0, 3)
+    scale = (np.maximum(hi - lo, 1e-8) / top).astype(np.float16).astype(np.float32)
+    code = np.clip(np.floor((x - lo) / np.where(scale > 0, scale, 1) + 0.5), 0, top)
     return lo + code * scale
 
 
@@ -38,8 +39,8 @@ def kivi_round_trip(k, v, group=32):
     n, h, d = k.shape
     pad = (-n) % group
     kp = np.concatenate([k, np.repeat(k[-1:], pad, axis=0)]) if pad else k
-    kq = _asym_2bit(kp.reshape(-1, group, h, d), axis=1).reshape(-1, h, d)[:n]
-    vq = _asym_2bit(v.reshape(n, h, d // group, group), axis=3).reshape(n, h, d)
+    kq = _asym_minmax(kp.reshape(-1, group, h, d), axis=1).reshape(-1, h, d)[:n]
+    vq = _asym_minmax(v.reshape(n, h, d // group, group), axis=3).reshape(n, h, d)
     return kq.astype(np.float32), vq.astype(np.float32)
 
 
