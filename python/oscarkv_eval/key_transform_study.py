@@ -19,7 +19,13 @@ gain (rows scaled by (x.x / x.xq)^gain: undoes the quantiser's shrinkage along t
 bits, 2; min/max levels 2^bits), hbits (key bits of the layers in hl, dash-separated, default 5-11-17,
 clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per
 group), kclips (1: the library's fitted key clips of oscar-scaled-fitted instead of oscar-centered-fitted's), seed (random
-signs for the eigenvectors: U -> U S, an equally valid pair). KIND lib: the library's stored pair.
+signs for the eigenvectors: U -> U S, an equally valid pair), lgain (constant multiplier on every
+dequantised key row), ls (N least-squares refits of each group's (lo, scale) for its codes), rowfit (1:
+per row the clip ratio of 0.70..1.00 with the least squared error). KIND lib: the library's stored pair. KIND alloc: the
+per-direction bit allocation prototype of bit_allocation.py (option budget: key bits/element
+including metadata, 2.25).
+--text calibration evaluates held-out Python documentation instead of the evaluation text, for
+choosing settings without looking at the evaluation text.
 """
 import argparse
 import sys
@@ -33,6 +39,7 @@ sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(ROOT / "tools" / "capture"))
 
 import oscarkv as okv  # noqa: E402
+from oscarkv_eval.bit_allocation import BlockKeyQuantizer  # noqa: E402
 from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
 from oscarkv_eval.quantizers import _asym_minmax  # noqa: E402
 from oscarkv_eval.run_quality import capture_calibration  # noqa: E402
@@ -40,7 +47,8 @@ from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
-INT_OPTS = ("group", "gg", "kq", "vq", "kbits", "hbits", "vbits", "kclips", "seed")
+HELDOUT_SKIP_CHARS = 2_000_000
+INT_OPTS = ("ls", "rowfit", "group", "gg", "kq", "vq", "kbits", "hbits", "vbits", "kclips", "seed")
 
 
 def moments(model, tok, cache: Path, seq_len):
@@ -79,10 +87,54 @@ def one_bit_rows(x, group):
     return (lo + (g > m) * sc).reshape(n, d).astype(np.float32)
 
 
-def quant_rows(x, ratio, group, gain=0.0, bits=2):
+def ls_refit(x, ratio, group, iters, bits=2):
+    """Clip and min/max grid as quant_rows, then per group `iters` rounds of: codes on the current
+    grid, least-squares (lo, scale) for those codes against the unclipped values x (fp16 metadata)."""
+    n, d = x.shape
+    top = 2**bits - 1
+    f16 = lambda a: a.astype(np.float16).astype(np.float64)  # noqa: E731
+    xc = x
+    if ratio < 1.0:
+        tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
+        xc = np.clip(x, -tau, tau)
+    gc = xc.reshape(n, d // group, group)
+    lo = f16(gc.min(2, keepdims=True))
+    sc = f16(np.maximum(gc.max(2, keepdims=True) - lo, 1e-8) / top)
+    g = x.reshape(n, d // group, group).astype(np.float64)
+    for _ in range(iters):
+        c = np.clip(np.floor((g - lo) / np.where(sc > 0, sc, 1) + 0.5), 0, top)
+        cm, xm = c.mean(2, keepdims=True), g.mean(2, keepdims=True)
+        var = ((c - cm) ** 2).mean(2, keepdims=True)
+        cov = ((c - cm) * (g - xm)).mean(2, keepdims=True)
+        ok = var > 0
+        sc_new = np.where(ok, cov / np.where(ok, var, 1), sc)
+        good = sc_new > 0
+        lo = f16(np.where(good, np.where(ok, xm - sc_new * cm, lo), lo))
+        sc = f16(np.where(good, sc_new, sc))
+    c = np.clip(np.floor((g - lo) / np.where(sc > 0, sc, 1) + 0.5), 0, top)
+    return (lo + c * sc).reshape(n, d).astype(np.float32)
+
+
+def rowfit_rows(x, group, ratios, bits=2):
+    """Per row, the clip ratio of `ratios` with the smallest squared error after quantisation."""
+    n, d = x.shape
+    best, err = None, None
+    for r in ratios:
+        xq = quant_rows(x, r, group, bits=bits)
+        e = ((xq - x) ** 2).sum(1)
+        if best is None:
+            best, err = xq, e
+        else:
+            m = e < err
+            best[m], err[m] = xq[m], e[m]
+    return best
+
+
+def quant_rows(x, ratio, group, gain=0.0, bits=2, lgain=1.0):
     """Per-row sort clip (SPEC 2.6), then min/max quantisation at `bits` bits (2: the INT2 format)
     per group with fp16 metadata.
-    gain: multiply each row by (x.x / x.xq)^gain, undoing the shrinkage along the row itself."""
+    gain: multiply each row by (x.x / x.xq)^gain, undoing the shrinkage along the row itself.
+    lgain: multiply every dequantised row by this constant (a per-layer metadata scale)."""
     n, d = x.shape
     x0 = x
     if ratio < 1.0:
@@ -92,7 +144,7 @@ def quant_rows(x, ratio, group, gain=0.0, bits=2):
     if gain:
         g = np.einsum("ij,ij->i", x0, x0) / np.maximum(np.einsum("ij,ij->i", x0, xq), 1e-30)
         xq = xq * (g**gain)[:, None]
-    return xq
+    return xq * np.float32(lgain) if lgain != 1.0 else xq
 
 
 def key_pair(kind, cq, ck, alpha, eps, HP, seed=0):
@@ -127,14 +179,28 @@ def key_pair(kind, cq, ck, alpha, eps, HP, seed=0):
 def quantizer(ctx, rots, mom, spec, d):
     kind, *rest = spec.split(":")
     o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1,
-         "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2, "kclips": 0, "seed": 0}
+         "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2, "kclips": 0, "seed": 0,
+         "lgain": 1.0, "ls": 0, "rowfit": 0, "budget": 2.25, "widths": "4-3-2-1-0"}
     for item in rest:
         k, v = item.split("=")
-        o[k] = int(v) if k in INT_OPTS else (v if k == "hl" else float(v))
+        o[k] = int(v) if k in INT_OPTS else (v if k in ("hl", "widths") else float(v))
     if (kind == "lib" or o["kclips"]) and "scaled" not in rots[0]:
         raise SystemExit("kind lib / kclips=1 need build/quality-calib-cache/8192x2048/oscar-scaled-fitted.safetensors:"
                          " run run_quality with oscar-scaled-fitted first")
     HP = hadamard_perm(d)
+    if kind == "alloc":  # research prototype: several bit widths per key row (bit_allocation.py)
+        widths = tuple(int(b) for b in o["widths"].split("-"))
+        blocks = [BlockKeyQuantizer(mom[f"cq{i}"], mom[f"ck{i}"], o["budget"], widths=widths)
+                  for i in range(len(rots))]
+        print(f"  alloc: key bits/element {np.mean([b.bpe for b in blocks]):.3f}; layer 5 segments {blocks[5].segs}",
+              flush=True)
+
+        def qa(layer, k, v):
+            r, mu = rots[layer], mom[f"mu{layer}"].astype(np.float32)
+            kq = blocks[layer].round_trip(k[:, 0] - mu)[:, None]
+            _, vq = okv.quantize_kv(ctx, k, v, r, group_size=o["group"], meta="f16", windows=False)
+            return kq, vq, None, r["v_rotation"][0], mu
+        return qa
     if kind == "lib":  # the library's calibrated pair and mean (oscar-scaled-fitted), numpy key path
         pairs = [(r["scaled"]["k_rotation"][0], r["scaled"]["q_rotation"][0]) for r in rots]
     else:
@@ -154,7 +220,15 @@ def quantizer(ctx, rots, mom, spec, d):
         bits = o["kbits"]
         if o["hbits"] and str(layer) in o["hl"].split("-"):
             bits, ratio = o["hbits"], o["hr"]
-        kq = (quant_rows(kr, ratio, group, o["gain"], bits) if quant_k else kr)[:, None]
+        if not quant_k:
+            kq = kr
+        elif o["rowfit"]:  # per-row MSE-best clip ratio from 0.70 .. 1.00
+            kq = rowfit_rows(kr, group, np.arange(0.70, 1.0001, 0.03), bits)
+        elif o["ls"]:  # least-squares grid refit, starting from the clipped min/max grid
+            kq = ls_refit(kr, ratio, group, o["ls"], bits)
+        else:
+            kq = quant_rows(kr, ratio, group, o["gain"], bits, o["lgain"])
+        kq = kq[:, None]
         if o["vq"] and o["vbits"] == 1:
             vq = one_bit_rows(v[:, 0] @ r["v_rotation"][0], group)[:, None]
         elif o["vq"]:
@@ -165,7 +239,7 @@ def quantizer(ctx, rots, mom, spec, d):
     return q
 
 
-def setup(ctx_len, calib_seq_len=2048):
+def setup(ctx_len, calib_seq_len=2048, source="evaluation"):
     """(model, moments, per-layer stored rotations, ref context, evaluation segments of ctx_len)."""
     model, tok = Gemma3Model.load(), Gemma3Tokenizer()
     cache = ROOT / "build" / "quality-calib-cache" / f"8192x{calib_seq_len}" / "moments.npz"
@@ -180,7 +254,10 @@ def setup(ctx_len, calib_seq_len=2048):
         ss = okv.RotationSet.load(scaled)
         for i, r in enumerate(rots):
             r["scaled"] = ss.layer(i)
-    segs = [s for s in sequences(tok, "evaluation", ctx_len, ctx_len) if len(s) == ctx_len]
+    # "calibration": held-out Python documentation far past the calibration tokens, for choosing
+    # settings without looking at the evaluation text
+    skip = HELDOUT_SKIP_CHARS if source == "calibration" else 0
+    segs = [s for s in sequences(tok, source, ctx_len, ctx_len, skip_chars=skip) if len(s) == ctx_len]
     return model, mom, rots, okv.Context("ref"), segs
 
 
@@ -189,8 +266,10 @@ def main(argv=None):
     ap.add_argument("specs", nargs="+")
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--calib-seq-len", type=int, default=2048)
+    ap.add_argument("--text", choices=("evaluation", "calibration"), default="evaluation",
+                    help="calibration: held-out Python documentation (for choosing settings)")
     a = ap.parse_args(argv)
-    model, mom, rots, ctx, segs = setup(a.ctx, a.calib_seq_len)
+    model, mom, rots, ctx, segs = setup(a.ctx, a.calib_seq_len, a.text)
     n_layers, d = model.cfg.n_layers, model.cfg.head_dim
 
     def nll(qfn):

@@ -14,10 +14,20 @@ def write_report(result, out: Path):
              f"- command: `{result['command']}` ({result['seconds']} s)", "",
              "| method | windows | ctx | bits/elem | PPL | vs BF16 | attn KL (mean over layers) | attn-out rel err |",
              "|---|---|---|---|---|---|---|---|"]
+    base_seg = {r["ctx"]: r.get("ppl_per_segment") for r in rows if r["method"] == "bf16"}
     for r in rows:
         rel = (r["ppl"] / base[r["ctx"]] - 1) * 100 if r["ctx"] in base else float("nan")
         lines.append(f"| {r['method']} | {'yes' if r['windows'] else 'no'} | {r['ctx']} | {r['bpe']:.3f} | "
                      f"{r['ppl']:.3f} | {rel:+.2f} % | {r['attn_kl_mean']:.4f} | {r['attn_out_relerr_mean']:.4f} |")
+    segs = [r for r in rows if len(r.get("ppl_per_segment") or []) > 1 and base_seg.get(r["ctx"])]
+    if segs:  # the spread between segments says how large a difference one segment can resolve
+        lines += ["", "Per evaluation segment (consecutive segments of the evaluation text):", "",
+                  "| method | windows | ctx | PPL per segment | vs BF16 per segment |", "|---|---|---|---|---|"]
+        for r in segs:
+            per = r["ppl_per_segment"]
+            rel = " / ".join(f"{(p / b - 1) * 100:+.2f} %" for p, b in zip(per, base_seg[r["ctx"]]))
+            lines.append(f"| {r['method']} | {'yes' if r['windows'] else 'no'} | {r['ctx']} | "
+                         f"{' / '.join(f'{p:.3f}' for p in per)} | {rel} |")
     png = out.with_suffix(".png")
     try:
         import matplotlib

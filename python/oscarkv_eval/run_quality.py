@@ -167,12 +167,14 @@ def main(argv=None):
         s0, w, f = (a.sink, a.recent, a.flush) if windows else (0, 0, 1)
         hook = MixedAttention(n_layers, make_quantizer(ctx, kind, rot_sets.get(name), a.group), s0, w, f,
                               int2=kind != "bf16")
-        nll = np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs_of[L]])
+        seg_nll = [model.nll(np.array(s), attn_fn=hook) for s in segs_of[L]]
+        nll = np.concatenate(seg_nll)
         stats = [st.as_dict() for st in hook.stats]
         int2_bits = KIVI_BITS if kind == "kivi" else 2.0 + 32.0 / a.group
         bpe = 16.0 if kind == "bf16" else cache_rules.bits_per_element(L, int2_bits, s0, w)
         row = {"method": name, "windows": windows, "ctx": L, "bpe": round(bpe, 4),
                "ppl": float(np.exp(nll.mean())), "tokens": int(nll.size),
+               "ppl_per_segment": [float(np.exp(x.mean())) for x in seg_nll],
                "attn_kl_mean": float(np.mean([s["attn_kl"] for s in stats])),
                "attn_out_relerr_mean": float(np.mean([s["attn_out_relerr"] for s in stats]))}
         rows.append(row)
