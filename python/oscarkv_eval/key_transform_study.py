@@ -239,7 +239,7 @@ def quantizer(ctx, rots, mom, spec, d):
     return q
 
 
-def setup(ctx_len, calib_seq_len=2048, source="evaluation"):
+def setup(ctx_len, calib_seq_len=2048, source="evaluation", n_segments=1):
     """(model, moments, per-layer stored rotations, ref context, evaluation segments of ctx_len)."""
     model, tok = Gemma3Model.load(), Gemma3Tokenizer()
     cache = ROOT / "build" / "quality-calib-cache" / f"8192x{calib_seq_len}" / "moments.npz"
@@ -257,7 +257,7 @@ def setup(ctx_len, calib_seq_len=2048, source="evaluation"):
     # "calibration": held-out Python documentation far past the calibration tokens, for choosing
     # settings without looking at the evaluation text
     skip = HELDOUT_SKIP_CHARS if source == "calibration" else 0
-    segs = [s for s in sequences(tok, source, ctx_len, ctx_len, skip_chars=skip) if len(s) == ctx_len]
+    segs = [s for s in sequences(tok, source, ctx_len * n_segments, ctx_len, skip_chars=skip) if len(s) == ctx_len]
     return model, mom, rots, okv.Context("ref"), segs
 
 
@@ -268,8 +268,9 @@ def main(argv=None):
     ap.add_argument("--calib-seq-len", type=int, default=2048)
     ap.add_argument("--text", choices=("evaluation", "calibration"), default="evaluation",
                     help="calibration: held-out Python documentation (for choosing settings)")
+    ap.add_argument("--segments", type=int, default=1, help="consecutive segments of --ctx tokens")
     a = ap.parse_args(argv)
-    model, mom, rots, ctx, segs = setup(a.ctx, a.calib_seq_len, a.text)
+    model, mom, rots, ctx, segs = setup(a.ctx, a.calib_seq_len, a.text, a.segments)
     n_layers, d = model.cfg.n_layers, model.cfg.head_dim
 
     def nll(qfn):
@@ -277,12 +278,14 @@ def main(argv=None):
         return np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs])
 
     base = nll(None)
-    print(f"ctx {a.ctx}: bf16 PPL {np.exp(base.mean()):.4f}; per 1024-token bin: relative PPL change, %", flush=True)
+    step, what = (1024, "1024-token bin") if len(segs) == 1 else (a.ctx - 1, "segment")  # nll drops each BOS
+    print(f"ctx {a.ctx} x {len(segs)}: bf16 PPL {np.exp(base.mean()):.4f}; per {what}: relative PPL change, %",
+          flush=True)
     for spec in a.specs:
         t0 = time.time()
         x = nll(quantizer(ctx, rots, mom, spec, d))
-        bins = " ".join(f"{100 * (np.exp(x[i:i + 1024].mean() - base[i:i + 1024].mean()) - 1):+.1f}"
-                        for i in range(0, len(x), 1024))
+        bins = " ".join(f"{100 * (np.exp(x[i:i + step].mean() - base[i:i + step].mean()) - 1):+.1f}"
+                        for i in range(0, len(x), step))
         print(f"{spec:32s} PPL {np.exp(x.mean()):.4f} ({100 * (np.exp(x.mean() - base.mean()) - 1):+.2f} %) | "
               f"{bins} | {time.time() - t0:.0f} s", flush=True)
 
