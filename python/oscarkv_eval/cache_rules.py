@@ -6,6 +6,9 @@ flush rule: once the recent window would reach W + F rows, it is cut back to W.
 """
 import numpy as np
 
+# The defaults of SPEC section 4 (okv_cache_desc_init): sink S0, recent window W, flush interval F
+SINK, RECENT, FLUSH = 64, 256, 8
+
 
 def int2_len_after(seq_len, int2_len, n_new, s0, w, f):
     """Same rule as okv_int2_len_after in core/format/okv_format.h."""

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "python"))
 sys.path.insert(0, str(ROOT / "tools" / "capture"))
 
 import oscarkv as okv  # noqa: E402
+from oscarkv_eval import cache_rules  # noqa: E402
 from oscarkv_eval.bit_allocation import BlockKeyQuantizer  # noqa: E402
 from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
 from oscarkv_eval.quantizers import _asym_minmax  # noqa: E402
@@ -274,7 +275,8 @@ def main(argv=None):
     n_layers, d = model.cfg.n_layers, model.cfg.head_dim
 
     def nll(qfn):
-        hook = MixedAttention(n_layers, qfn or (lambda layer, k, v: (None,) * 5), 64, 256, 8, int2=qfn is not None)
+        hook = MixedAttention(n_layers, qfn or (lambda layer, k, v: (None,) * 5), cache_rules.SINK, cache_rules.RECENT,
+                              cache_rules.FLUSH, int2=qfn is not None)
         return np.concatenate([model.nll(np.array(s), attn_fn=hook) for s in segs])
 
     base = nll(None)

@@ -29,11 +29,11 @@ def layer_stats(qfn, n_layers, n_bins):
         n, hq, d = q.shape
         kq, _, A, _, mu, Aq = qfn(layer, k, v)
         qr, kr = q @ Aq, (k - mu) @ A
-        hi = cache_rules.int2_bounds(n, 64, 256, 8)
+        hi = cache_rules.int2_bounds(n, cache_rules.SINK, cache_rules.RECENT, cache_rules.FLUSH)
         out = np.empty((n, hq, d), np.float32)
         for s in range(0, n, 256):
             e = min(n, s + 256)
-            lo, bad, in2 = chunk_masks(s, e, window, 64, hi)
+            lo, bad, in2 = chunk_masks(s, e, window, cache_rules.SINK, hi)
             qc = qr[s:e].transpose(1, 0, 2)
             se = qc @ kr[lo:e, 0].T
             pe = _softmax_masked(se * np.float32(scale), bad)

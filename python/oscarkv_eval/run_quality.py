@@ -119,9 +119,9 @@ def main(argv=None):
     ap.add_argument("--calib-tokens", type=int, default=8192)
     ap.add_argument("--calib-seq-len", type=int, default=2048)
     ap.add_argument("--group", type=int, default=128, help="quantization group (channels)")
-    ap.add_argument("--sink", type=int, default=64)
-    ap.add_argument("--recent", type=int, default=256)
-    ap.add_argument("--flush", type=int, default=8)
+    ap.add_argument("--sink", type=int, default=cache_rules.SINK)
+    ap.add_argument("--recent", type=int, default=cache_rules.RECENT)
+    ap.add_argument("--flush", type=int, default=cache_rules.FLUSH)
     ap.add_argument("--methods", nargs="+", default=[m[0] for m in METHODS])
     ap.add_argument("--quick", action="store_true", help="512-token contexts, 2 methods: a smoke run")
     ap.add_argument("--merge", action="store_true",
