@@ -21,7 +21,8 @@ clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute d
 group), kclips (1: the library's fitted key clips of oscar-scaled-fitted instead of oscar-centered-fitted's), seed (random
 signs for the eigenvectors: U -> U S, an equally valid pair), lgain (constant multiplier on every
 dequantised key row), ls (N least-squares refits of each group's (lo, scale) for its codes), rowfit (1:
-per row the clip ratio of 0.70..1.00 with the least squared error). KIND lib: the library's stored pair. KIND alloc: the
+per row the clip ratio of 0.70..1.00 with the least squared error), kchan (B: KIVI-style per-channel
+min/max over blocks of B tokens after the key transform, a different format). KIND lib: the library's stored pair. KIND alloc: the
 per-direction bit allocation prototype of bit_allocation.py (option budget: key bits/element
 including metadata, 2.25).
 --text calibration evaluates held-out Python documentation instead of the evaluation text, for
@@ -49,7 +50,7 @@ from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
 from capture_activations import sequences  # noqa: E402
 
 HELDOUT_SKIP_CHARS = 2_000_000
-INT_OPTS = ("ls", "rowfit", "group", "gg", "kq", "vq", "kbits", "hbits", "vbits", "kclips", "seed")
+INT_OPTS = ("kchan", "ls", "rowfit", "group", "gg", "kq", "vq", "kbits", "hbits", "vbits", "kclips", "seed")
 
 
 def moments(model, tok, cache: Path, seq_len):
@@ -181,7 +182,7 @@ def quantizer(ctx, rots, mom, spec, d):
     kind, *rest = spec.split(":")
     o = {"alpha": 0.25, "eps": 0.01, "kratio": None, "group": 128, "gg": 0, "gk": 1.0, "kq": 1, "vq": 1,
          "gain": 0.0, "kbits": 2, "hbits": 0, "hl": "5-11-17", "hr": 0.97, "vbits": 2, "kclips": 0, "seed": 0,
-         "lgain": 1.0, "ls": 0, "rowfit": 0, "budget": 2.25, "widths": "4-3-2-1-0"}
+         "lgain": 1.0, "ls": 0, "rowfit": 0, "budget": 2.25, "widths": "4-3-2-1-0", "kchan": 0}
     for item in rest:
         k, v = item.split("=")
         o[k] = int(v) if k in INT_OPTS else (v if k in ("hl", "widths") else float(v))
@@ -223,6 +224,11 @@ def quantizer(ctx, rots, mom, spec, d):
             bits, ratio = o["hbits"], o["hr"]
         if not quant_k:
             kq = kr
+        elif o["kchan"]:  # KIVI-style per channel over blocks of kchan tokens from the sink on (a new format)
+            kq = kr.copy()
+            blk = o["kchan"]
+            for s0 in range(cache_rules.SINK, len(kr), blk):
+                kq[s0:s0 + blk] = _asym_minmax(kr[s0:s0 + blk], axis=0, bits=bits)
         elif o["rowfit"]:  # per-row MSE-best clip ratio from 0.70 .. 1.00
             kq = rowfit_rows(kr, group, np.arange(0.70, 1.0001, 0.03), bits)
         elif o["ls"]:  # least-squares grid refit, starting from the clipped min/max grid
