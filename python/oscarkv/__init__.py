@@ -106,12 +106,16 @@ class Context:
 
 
 def cache_desc(n_q_heads, n_kv_heads, head_dim, group_size=0, meta="f16", quantizer="uniform", clip="sort",
-               sink=64, recent=256, flush=8, page_size=16):
+               sink=None, recent=None, flush=None, page_size=None):
+    """Cache geometry; sink / recent / flush / page_size left None keep okv_cache_desc_init's defaults."""
     d = L.CacheDesc()
     lib.okv_cache_desc_init(C.byref(d))
     d.n_q_heads, d.n_kv_heads, d.head_dim, d.group_size = n_q_heads, n_kv_heads, head_dim, group_size
     d.meta_dtype, d.quantizer, d.clip_mode = L.DTYPE[meta], L.QUANT[quantizer], L.CLIP[clip]
-    d.sink_tokens, d.recent_tokens, d.flush_interval, d.page_size = sink, recent, flush, page_size
+    for field, value in (("sink_tokens", sink), ("recent_tokens", recent), ("flush_interval", flush),
+                         ("page_size", page_size)):
+        if value is not None:
+            setattr(d, field, value)
     _check(lib.okv_cache_desc_validate(C.byref(d)), "cache_desc")
     return d
 
@@ -241,7 +245,8 @@ def _append_all(ctx, k, v, rotation, n_q_heads, group_size=0, meta="f16", quanti
     """One sequence holding k, v ([N, Hkv, d], unrotated), appended in one call.
     windows=False puts every token in the INT2 tier; True applies the default sink/recent rules."""
     n, hkv, d = k.shape
-    desc = cache_desc(n_q_heads, hkv, d, group_size, meta, quantizer, clip, *((64, 256, 8) if windows else (0, 0, 1)))
+    rules = {} if windows else {"sink": 0, "recent": 0, "flush": 1}  # windows: the library's defaults
+    desc = cache_desc(n_q_heads, hkv, d, group_size, meta, quantizer, clip, **rules)
     view = _single_sequence_view(ctx, desc, n)
     p = L.AppendParams()
     lib.okv_append_params_init(C.byref(p))

@@ -6,8 +6,12 @@ flush rule: once the recent window would reach W + F rows, it is cut back to W.
 """
 import numpy as np
 
-# The defaults of SPEC section 4 (okv_cache_desc_init): sink S0, recent window W, flush interval F
-SINK, RECENT, FLUSH = 64, 256, 8
+import oscarkv as okv
+
+# The library's defaults (okv_cache_desc_init, SPEC section 4): sink S0, recent window W, flush F
+_d = okv.cache_desc(1, 1, 64)
+SINK, RECENT, FLUSH = _d.sink_tokens, _d.recent_tokens, _d.flush_interval
+del _d
 
 
 def int2_len_after(seq_len, int2_len, n_new, s0, w, f):
