@@ -15,6 +15,9 @@ import functools
 
 import numpy as np
 
+from .quantizers import _asym_minmax, clip_rows, one_bit_rows
+from .rate_bound import spectra
+
 # Mean-square error of the best uniform quantiser of a unit Gaussian at b bits (b = 1: +-E|x|)
 GAUSS_EPS = {1: 1 - 2 / np.pi, 2: 0.1188, 3: 0.03744, 4: 0.01154}
 META_BITS = 32  # fp16 lo + fp16 scale per segment and row
@@ -61,9 +64,7 @@ class BlockKeyQuantizer:
 
     def __init__(self, cq, ck, budget, eps=0.01, seed=0, widths=(4, 3, 2, 1, 0)):
         d = cq.shape[0]
-        lam, u = np.linalg.eigh((cq + cq.T) / 2)
-        lam, u = np.maximum(lam[::-1], 0), u[:, ::-1]
-        mu = np.maximum(np.einsum("ij,jk,ki->i", u.T, ck, u), 0)
+        lam, mu, u = spectra(cq, ck)
         order = np.argsort(-(lam * mu))
         self.u, lam, mu = u[:, order], lam[order], mu[order]
         self.segs = plan(lam * mu, budget, widths=widths)
@@ -84,19 +85,6 @@ class BlockKeyQuantizer:
             if b == 0:
                 continue
             y = kc @ fwd
-            if b == 1:
-                m = y.mean(1, keepdims=True)
-                a = np.abs(y - m).mean(1, keepdims=True)
-                lo, sc = (m - a).astype(np.float16).astype(np.float32), (2 * a).astype(np.float16).astype(np.float32)
-                yq = lo + (y > m) * sc
-            else:
-                n = e - s
-                if CLIP[b] < 1.0:
-                    tau = np.sort(np.abs(y), axis=1)[:, int(np.floor(CLIP[b] * n))][:, None]
-                    y = np.clip(y, -tau, tau)
-                top = 2**b - 1
-                lo = y.min(1, keepdims=True).astype(np.float16).astype(np.float32)
-                sc = (np.maximum(y.max(1, keepdims=True) - lo, 1e-8) / top).astype(np.float16).astype(np.float32)
-                yq = lo + np.clip(np.floor((y - lo) / np.where(sc > 0, sc, 1) + 0.5), 0, top) * sc
+            yq = one_bit_rows(y, e - s) if b == 1 else _asym_minmax(clip_rows(y, CLIP[b]), axis=1, bits=b)
             out += yq.astype(np.float32) @ back
         return out

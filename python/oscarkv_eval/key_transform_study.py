@@ -43,7 +43,7 @@ import oscarkv as okv  # noqa: E402
 from oscarkv_eval import cache_rules  # noqa: E402
 from oscarkv_eval.bit_allocation import BlockKeyQuantizer  # noqa: E402
 from oscarkv_eval.mixed_attention import MixedAttention  # noqa: E402
-from oscarkv_eval.quantizers import _asym_minmax  # noqa: E402
+from oscarkv_eval.quantizers import _asym_minmax, clip_rows, one_bit_rows  # noqa: E402
 from oscarkv_eval.run_quality import capture_calibration  # noqa: E402
 from oscarkv_model import Gemma3Model  # noqa: E402
 from oscarkv_model.tokenizer import Gemma3Tokenizer  # noqa: E402
@@ -78,28 +78,13 @@ def hadamard_perm(d):
     return h / np.sqrt(d) @ np.eye(d)[:, perm]
 
 
-def one_bit_rows(x, group):
-    """1 bit per element: per group, mean m and mean absolute deviation a (fp16); x^ = m +- a.
-    Stored as the format's (lo, scale) = (m - a, 2a) with code = x > m."""
-    n, d = x.shape
-    g = x.reshape(n, d // group, group)
-    m = g.mean(axis=2, keepdims=True)
-    a = np.abs(g - m).mean(axis=2, keepdims=True)
-    lo, sc = (m - a).astype(np.float16).astype(np.float32), (2 * a).astype(np.float16).astype(np.float32)
-    return (lo + (g > m) * sc).reshape(n, d).astype(np.float32)
-
-
 def ls_refit(x, ratio, group, iters, bits=2):
     """Clip and min/max grid as quant_rows, then per group `iters` rounds of: codes on the current
     grid, least-squares (lo, scale) for those codes against the unclipped values x (fp16 metadata)."""
     n, d = x.shape
     top = 2**bits - 1
     f16 = lambda a: a.astype(np.float16).astype(np.float64)  # noqa: E731
-    xc = x
-    if ratio < 1.0:
-        tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
-        xc = np.clip(x, -tau, tau)
-    gc = xc.reshape(n, d // group, group)
+    gc = clip_rows(x, ratio).reshape(n, d // group, group)
     lo = f16(gc.min(2, keepdims=True))
     sc = f16(np.maximum(gc.max(2, keepdims=True) - lo, 1e-8) / top)
     g = x.reshape(n, d // group, group).astype(np.float64)
@@ -138,13 +123,10 @@ def quant_rows(x, ratio, group, gain=0.0, bits=2, lgain=1.0):
     gain: multiply each row by (x.x / x.xq)^gain, undoing the shrinkage along the row itself.
     lgain: multiply every dequantised row by this constant (a per-layer metadata scale)."""
     n, d = x.shape
-    x0 = x
-    if ratio < 1.0:
-        tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * d))][:, None]
-        x = np.clip(x, -tau, tau)
-    xq = _asym_minmax(x.reshape(n, d // group, group), axis=2, bits=bits).reshape(n, d).astype(np.float32)
+    xq = _asym_minmax(clip_rows(x, ratio).reshape(n, d // group, group), axis=2, bits=bits)
+    xq = xq.reshape(n, d).astype(np.float32)
     if gain:
-        g = np.einsum("ij,ij->i", x0, x0) / np.maximum(np.einsum("ij,ij->i", x0, xq), 1e-30)
+        g = np.einsum("ij,ij->i", x, x) / np.maximum(np.einsum("ij,ij->i", x, xq), 1e-30)
         xq = xq * (g**gain)[:, None]
     return xq * np.float32(lgain) if lgain != 1.0 else xq
 

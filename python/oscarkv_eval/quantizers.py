@@ -33,6 +33,26 @@ def _asym_minmax(x, axis, bits=2):
     return lo + code * scale
 
 
+def clip_rows(x, ratio):
+    """Per-row clip of SPEC 2.6 (numpy copy of the format's sort variant): |x| limited to the
+    element at index floor(ratio * d) of the row's sorted magnitudes; ratio >= 1 leaves x as is."""
+    if ratio >= 1.0:
+        return x
+    tau = np.sort(np.abs(x), axis=1)[:, int(np.floor(ratio * x.shape[1]))][:, None]
+    return np.clip(x, -tau, tau)
+
+
+def one_bit_rows(x, group):
+    """1 bit per element: per group, mean m and mean absolute deviation a (fp16); x^ = m +- a.
+    Stored as the format's (lo, scale) = (m - a, 2a) with code = x > m."""
+    n, d = x.shape
+    g = x.reshape(n, d // group, group)
+    m = g.mean(axis=2, keepdims=True)
+    a = np.abs(g - m).mean(axis=2, keepdims=True)
+    lo, sc = (m - a).astype(np.float16).astype(np.float32), (2 * a).astype(np.float16).astype(np.float32)
+    return (lo + (g > m) * sc).reshape(n, d).astype(np.float32)
+
+
 def kivi_round_trip(k, v, group=32):
     """KIVI-style 2-bit: keys per channel over blocks of `group` tokens, values per token
     over groups of `group` channels (fp16 scale and zero point): 3 bits per element."""

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spectra(cq, ck):
-    """(lambda, mu) in the eigenbasis of C_Q, descending lambda."""
+    """(lambda, mu, U): the eigenbasis U of C_Q (descending lambda) and the key variance mu along it."""
     lam, u = np.linalg.eigh((cq + cq.T) / 2)
     lam, u = np.maximum(lam[::-1], 0), u[:, ::-1]
-    return lam, np.maximum(np.einsum("ij,jk,ki->i", u.T, ck, u), 0)
+    return lam, np.maximum(np.einsum("ij,jk,ki->i", u.T, ck, u), 0), u
 
 
 def bounds(lam, mu, bits=2.0, eps=EPS_INT2):
@@ -57,7 +57,8 @@ def main(argv=None):
     n = len([k for k in m.files if k.startswith("cq")])
     print("layer kind   ortho  scaled    drop (kept)     RD   scaled/RD dB")
     for i in range(n):
-        o, s, dr, rd, r = bounds(*spectra(m[f"cq{i}"], m[f"ck{i}"]))
+        lam, mu, _ = spectra(m[f"cq{i}"], m[f"ck{i}"])
+        o, s, dr, rd, r = bounds(lam, mu)
         kind = "global" if (i + 1) % 6 == 0 else "local "
         print(f"{i:5d} {kind} {o:7.4f} {s:7.4f} {dr:7.4f} ({r:3d}) {rd:7.4f}   {10 * np.log10(s / rd):5.2f}")
 
