@@ -172,6 +172,15 @@ def quantizer(ctx, rots, mom, spec, d):
         raise SystemExit("kind lib / kclips=1 need build/quality-calib-cache/8192x2048/oscar-scaled-fitted.safetensors:"
                          " run run_quality with oscar-scaled-fitted first")
     HP = hadamard_perm(d)
+
+    def values(r, k, v, group):
+        """Value rows of the INT2 tier (rotated by the stored R_V): library INT2, 1-bit or exact."""
+        if o["vq"] and o["vbits"] == 1:
+            return one_bit_rows(v[:, 0] @ r["v_rotation"][0], group)[:, None]
+        if o["vq"]:
+            return okv.quantize_kv(ctx, k, v, r, group_size=group, meta="f16", windows=False)[1]
+        return (v[:, 0] @ r["v_rotation"][0])[:, None]
+
     if kind == "alloc":  # research prototype: several bit widths per key row (bit_allocation.py)
         widths = tuple(int(b) for b in o["widths"].split("-"))
         blocks = [BlockKeyQuantizer(mom[f"cq{i}"], mom[f"ck{i}"], o["budget"], widths=widths)
@@ -182,8 +191,7 @@ def quantizer(ctx, rots, mom, spec, d):
         def qa(layer, k, v):
             r, mu = rots[layer], mom[f"mu{layer}"].astype(np.float32)
             kq = blocks[layer].round_trip(k[:, 0] - mu)[:, None]
-            _, vq = okv.quantize_kv(ctx, k, v, r, group_size=o["group"], meta="f16", windows=False)
-            return kq, vq, None, r["v_rotation"][0], mu
+            return kq, values(r, k, v, o["group"]), None, r["v_rotation"][0], mu
         return qa
     if kind == "lib":  # the library's calibrated pair and mean (oscar-scaled-fitted), numpy key path
         pairs = [(r["scaled"]["k_rotation"][0], r["scaled"]["q_rotation"][0]) for r in rots]
@@ -217,14 +225,7 @@ def quantizer(ctx, rots, mom, spec, d):
             kq = ls_refit(kr, ratio, group, o["ls"], bits)
         else:
             kq = quant_rows(kr, ratio, group, o["gain"], bits, o["lgain"])
-        kq = kq[:, None]
-        if o["vq"] and o["vbits"] == 1:
-            vq = one_bit_rows(v[:, 0] @ r["v_rotation"][0], group)[:, None]
-        elif o["vq"]:
-            _, vq = okv.quantize_kv(ctx, k, v, r, group_size=group, meta="f16", windows=False)
-        else:
-            vq = (v[:, 0] @ r["v_rotation"][0])[:, None]
-        return kq, vq, A32, r["v_rotation"][0], mu, Aq32
+        return kq[:, None], values(r, k, v, group), A32, r["v_rotation"][0], mu, Aq32
     return q
 
 
