@@ -18,13 +18,14 @@ of the global layers), kq (1 all layers, 0 none, 2 global only, 3 local only), v
 gain (rows scaled by (x.x / x.xq)^gain: undoes the quantiser's shrinkage along the row), kbits (key
 bits, 2; min/max levels 2^bits), hbits (key bits of the layers in hl, dash-separated, default 5-11-17,
 clipped at hr, default 0.97), vbits (1: values at 1 bit, mean +- mean absolute deviation per
-group), kclips (1: the library's fitted key clips of oscar-scaled-fitted instead of oscar-centered-fitted's), seed (random
-signs for the eigenvectors: U -> U S, an equally valid pair), lgain (constant multiplier on every
-dequantised key row), ls (N least-squares refits of each group's (lo, scale) for its codes), rowfit (1:
-per row the clip ratio of 0.70..1.00 with the least squared error), kchan (B: KIVI-style per-channel
-min/max over blocks of B tokens after the key transform, a different format). KIND lib: the library's stored pair. KIND alloc: the
-per-direction bit allocation prototype of bit_allocation.py (option budget: key bits/element
-including metadata, 2.25).
+group), kclips (1: the library's fitted key clips of oscar-scaled-fitted instead of
+oscar-centered-fitted's), seed (random signs for the eigenvectors: U -> U S, an equally valid
+pair), lgain (constant multiplier on every dequantised key row), ls (N least-squares refits of each
+group's (lo, scale) for its codes), rowfit (1: per row the clip ratio of 0.70..1.00 with the least
+squared error), kchan (B: KIVI-style per-channel min/max over blocks of B tokens after the key
+transform, a different format). KIND lib: the library's stored pair. KIND alloc: the per-direction
+bit allocation prototype of bit_allocation.py (options budget: key bits/element including
+metadata, 2.25; widths: dash-separated bit widths allowed, 4-3-2-1-0).
 --text calibration evaluates held-out Python documentation instead of the evaluation text, for
 choosing settings without looking at the evaluation text.
 """
