@@ -197,8 +197,8 @@ def quantizer(ctx, rots, mom, spec, d):
     if kind == "lib":  # the library's calibrated pair and mean (oscar-scaled-fitted), numpy key path
         pairs = [(r["scaled"]["k_rotation"][0], r["scaled"]["q_rotation"][0]) for r in rots]
     else:
-        pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP, o["seed"] + i if o["seed"] else 0)
-                 for i in range(len(rots))]
+        pairs = [key_pair(kind, mom[f"cq{i}"], mom[f"ck{i}"], o["alpha"], o["eps"], HP,
+                          o["seed"] + i if o["seed"] else 0) for i in range(len(rots))]
 
     def q(layer, k, v):
         r, (A, Aq) = rots[layer], pairs[layer]
